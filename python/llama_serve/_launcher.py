@@ -1,0 +1,71 @@
+"""Find the bundled llama.cpp executables and hand the process over to them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from importlib import resources
+from pathlib import Path
+
+SERVER = "llama-server"
+EXE_SUFFIX = ".exe" if sys.platform == "win32" else ""
+
+
+class BinaryNotFoundError(FileNotFoundError):
+    """A bundled executable is missing; the message names every place looked at."""
+
+
+def _candidate_dirs() -> list[Path]:
+    """Where a bundled ``bin`` folder may be: the imported package first, then sys.path."""
+    dirs = [Path(str(resources.files("llama_serve") / "bin"))]
+    for entry in sys.path:
+        candidate = Path(entry or ".").resolve() / "llama_serve" / "bin"
+        if candidate not in dirs:
+            dirs.append(candidate)
+    return dirs
+
+
+def find_bin(name: str) -> Path:
+    """Path of the bundled executable ``name``; raises naming every path tried."""
+    tried = []
+    for folder in _candidate_dirs():
+        path = folder / (name + EXE_SUFFIX)
+        if path.is_file() and os.access(path, os.X_OK):
+            return path
+        tried.append(path)
+    places = "\n".join(f"  - {p}" for p in tried)
+    raise BinaryNotFoundError(
+        f"could not find the bundled {name}{EXE_SUFFIX}; looked in:\n{places}\n"
+        "Reinstall llama-serve (pip install --force-reinstall llama-serve), "
+        "or build it from source with `pip install .`."
+    )
+
+
+def find_server_bin() -> Path:
+    """Path of the bundled ``llama-server``."""
+    return find_bin(SERVER)
+
+
+def bin_dir() -> Path:
+    """The folder holding the bundled executables and ggml backend modules."""
+    return find_server_bin().parent
+
+
+def server_command(args: list[str]) -> list[str]:
+    """argv that runs the bundled server with ``args``, untouched."""
+    return [str(find_server_bin()), *args]
+
+
+def exec_server(args: list[str]) -> int:
+    """Become the server (POSIX ``execv``): PID, signals and exit code are the server's.
+
+    On Windows, where exec does not replace the process, run it as a child and return its code.
+    """
+    argv = server_command(args)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if sys.platform == "win32":
+        return subprocess.call(argv)
+    os.execv(argv[0], argv)
+    raise AssertionError("unreachable: execv returned")  # pragma: no cover

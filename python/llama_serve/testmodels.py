@@ -1,0 +1,163 @@
+"""Small GGUF models generated on the spot, for tests and the offline demo (no downloads).
+
+Needs the ``gguf`` and ``numpy`` packages (``pip install "llama-serve[test]"``) and an upstream
+vocabulary file (``ggml-vocab-*.gguf`` from llama.cpp's ``models/`` folder).
+
+- :func:`tiny_random` — llama architecture, seeded random weights, a real vocabulary and a chat template.
+- :func:`deterministic` — weights built so greedy decoding is known in advance: attention and MLP
+  outputs are zero, so the last hidden state is the current token's embedding, and ``output.weight``
+  is ``token_embd`` with rows shifted by one, so the greedy next token of ``t`` is ``t + 1`` (mod vocab).
+
+Files are cached by recipe under ``$LLAMA_SERVE_MODEL_CACHE`` (default ``~/.cache/llama-serve/models``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+GENERATOR_VERSION = 1
+CHAT_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{{ '<|' + message['role'] + '|>\\n' + message['content'] + '\\n' }}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '<|assistant|>\\n' }}{%- endif -%}"
+)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    kind: str  # "random" or "deterministic"
+    vocab: str  # vocabulary file name, e.g. ggml-vocab-llama-spm.gguf
+    n_embd: int = 64
+    n_layer: int = 2
+    n_head: int = 4
+    n_head_kv: int = 4
+    n_ff: int = 128
+    n_ctx_train: int = 4096
+    seed: int = 0
+
+
+def cache_dir() -> Path:
+    default = Path.home() / ".cache" / "llama-serve" / "models"
+    return Path(os.environ.get("LLAMA_SERVE_MODEL_CACHE", default))
+
+
+def vocab_dir() -> Path:
+    """llama.cpp's ``models/`` folder: $LLAMA_CPP_SOURCE_DIR, else the source checkout's vendor tree."""
+    env = os.environ.get("LLAMA_CPP_SOURCE_DIR")
+    candidates = [Path(env) / "models"] if env else []
+    here = Path(__file__).resolve()
+    candidates += [parent / "vendor" / "llama.cpp" / "models" for parent in here.parents]
+    candidates.append(Path.cwd() / "vendor" / "llama.cpp" / "models")
+    for folder in candidates:
+        if (folder / "ggml-vocab-llama-spm.gguf").is_file():
+            return folder
+    looked = "\n".join(f"  - {c}" for c in candidates)
+    raise FileNotFoundError(
+        "no llama.cpp vocabulary files found; set LLAMA_CPP_SOURCE_DIR to a llama.cpp tree. "
+        f"Looked in:\n{looked}"
+    )
+
+
+def tiny_random(vocab: str = "ggml-vocab-llama-spm.gguf", seed: int = 0) -> Path:
+    """A 2-layer llama with seeded random weights and a real vocabulary."""
+    return build(Recipe(kind="random", vocab=vocab, seed=seed))
+
+
+def deterministic(vocab: str = "ggml-vocab-llama-spm.gguf") -> Path:
+    """A llama whose greedy continuation of token ``t`` is ``t + 1``, ``t + 2``, … (mod vocab)."""
+    return build(Recipe(kind="deterministic", vocab=vocab, n_embd=128, n_layer=1, n_ff=64, seed=1))
+
+
+def build(recipe: Recipe) -> Path:
+    """Generate the model for ``recipe`` unless an identical one is cached; return its path."""
+    vocab_path = vocab_dir() / recipe.vocab
+    key = json.dumps({"v": GENERATOR_VERSION, **asdict(recipe)}, sort_keys=True)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    out = cache_dir() / f"{recipe.kind}-{Path(recipe.vocab).stem}-{digest}.gguf"
+    if not out.is_file():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        partial = out.with_suffix(f".{os.getpid()}.partial")
+        _write(recipe, vocab_path, partial)
+        partial.replace(out)
+    return out
+
+
+def _copy_vocab(reader: Any, writer: Any) -> int:
+    """Copy every ``tokenizer.*`` field of an upstream vocab file; return the vocabulary size."""
+    import gguf
+
+    n_vocab = 0
+    for name, field in reader.fields.items():
+        if not name.startswith("tokenizer."):
+            continue
+        value = field.contents()
+        if field.types[0] == gguf.GGUFValueType.ARRAY:
+            writer.add_key_value(name, value, field.types[0], sub_type=field.types[-1])
+            if name == "tokenizer.ggml.tokens":
+                n_vocab = len(value)
+        else:
+            writer.add_key_value(name, value, field.types[0])
+    if n_vocab == 0:
+        raise ValueError(f"{reader.path}: no tokenizer.ggml.tokens")
+    return n_vocab
+
+
+def _write(recipe: Recipe, vocab_path: Path, out: Path) -> None:
+    import gguf
+    import numpy as np
+
+    reader = gguf.GGUFReader(vocab_path)
+    writer = gguf.GGUFWriter(out, "llama")
+    n_vocab = _copy_vocab(reader, writer)
+    head_dim = recipe.n_embd // recipe.n_head
+    writer.add_name(f"llama-serve {recipe.kind} test model")
+    writer.add_context_length(recipe.n_ctx_train)
+    writer.add_embedding_length(recipe.n_embd)
+    writer.add_block_count(recipe.n_layer)
+    writer.add_feed_forward_length(recipe.n_ff)
+    writer.add_head_count(recipe.n_head)
+    writer.add_head_count_kv(recipe.n_head_kv)
+    writer.add_rope_dimension_count(head_dim)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_vocab_size(n_vocab)
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    writer.add_chat_template(CHAT_TEMPLATE)
+
+    rng = np.random.default_rng(recipe.seed)
+    deterministic = recipe.kind == "deterministic"
+
+    def random(*shape: int, scale: float = 0.02) -> Any:
+        return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+    def zeros(*shape: int) -> Any:
+        return np.zeros(shape, dtype=np.float32)
+
+    n_embd, n_ff, n_kv = recipe.n_embd, recipe.n_ff, recipe.n_head_kv * head_dim
+    embd = random(n_vocab, n_embd, scale=1.0 if deterministic else 0.02)
+    writer.add_tensor("token_embd.weight", embd)
+    writer.add_tensor("output_norm.weight", np.ones(n_embd, dtype=np.float32))
+    # Row j of output holds embedding j-1: the logit of j peaks when the hidden state is embedding j-1.
+    output = np.roll(embd, 1, axis=0) if deterministic else random(n_vocab, n_embd)
+    writer.add_tensor("output.weight", output)
+    out_proj = zeros if deterministic else random
+    for i in range(recipe.n_layer):
+        writer.add_tensor(f"blk.{i}.attn_norm.weight", np.ones(n_embd, dtype=np.float32))
+        writer.add_tensor(f"blk.{i}.attn_q.weight", random(n_embd, n_embd))
+        writer.add_tensor(f"blk.{i}.attn_k.weight", random(n_kv, n_embd))
+        writer.add_tensor(f"blk.{i}.attn_v.weight", random(n_kv, n_embd))
+        writer.add_tensor(f"blk.{i}.attn_output.weight", out_proj(n_embd, n_embd))
+        writer.add_tensor(f"blk.{i}.ffn_norm.weight", np.ones(n_embd, dtype=np.float32))
+        writer.add_tensor(f"blk.{i}.ffn_gate.weight", random(n_ff, n_embd))
+        writer.add_tensor(f"blk.{i}.ffn_up.weight", random(n_ff, n_embd))
+        writer.add_tensor(f"blk.{i}.ffn_down.weight", out_proj(n_embd, n_ff))
+
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()

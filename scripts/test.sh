@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Build the wheel (dev profile unless LLAMA_SERVE_PROFILE says otherwise), install it into a fresh
+# virtual environment (not editable), and run the test suite against that install.
+#   bash scripts/test.sh [pytest args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export LLAMA_SERVE_PROFILE="${LLAMA_SERVE_PROFILE:-dev}"
+export CCACHE_BASEDIR="$PWD"  # relative paths: cache hits across clones
+PYTHON="${PYTHON:-python3}"
+VENV=.venv-test
+
+# A compiler cache makes rebuilds cheap; install it where we can, carry on without it where we can't.
+if ! command -v ccache >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get install -y -qq ccache >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq ccache >/dev/null; } \
+        || echo "test.sh: ccache unavailable, building without a compiler cache"
+fi
+
+start=$(date +%s)
+"$PYTHON" -m venv --clear "$VENV"
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
+rm -rf dist
+"$VENV/bin/python" -m pip wheel . --no-deps -w dist --disable-pip-version-check
+built=$(date +%s)
+wheel=$(ls dist/llama_serve-*.whl)
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check "${wheel}[test]"
+echo "test.sh: wheel $(basename "$wheel") ($(du -h "$wheel" | cut -f1)) built in $((built - start)) s" \
+     "(profile $LLAMA_SERVE_PROFILE)"
+exec "$VENV/bin/python" -m pytest -p no:cacheprovider "$@"

@@ -1,0 +1,86 @@
+"""Start the bundled server through the ``llama-serve`` console script, for tests."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import deque
+from pathlib import Path
+from types import TracebackType
+
+CONSOLE_SCRIPT = Path(sys.prefix) / "bin" / "llama-serve"
+LISTENING = re.compile(r"listening on (http://\S+)")
+
+
+class ServerProcess:
+    """``llama-serve ARGS --host 127.0.0.1 --port 0``; the bound address is read from the log."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None, start_timeout: float = 120.0) -> None:
+        cmd = [str(CONSOLE_SCRIPT), *args, "--host", "127.0.0.1", "--port", "0"]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     env=None if env is None else {**os.environ, **env})
+        self.log: deque[str] = deque(maxlen=400)
+        self._address = threading.Event()
+        self.base_url = ""
+        threading.Thread(target=self._read_log, daemon=True).start()
+        self._wait_listening(start_timeout)
+
+    def _read_log(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.log.append(line.rstrip("\n"))
+            match = LISTENING.search(line)
+            if match and not self.base_url:
+                self.base_url = match.group(1)
+                self._address.set()
+
+    def _wait_listening(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not self._address.wait(0.1):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("server did not start:\n" + "\n".join(self.log))
+
+    def health(self) -> int:
+        try:
+            with urllib.request.urlopen(self.base_url + "/health", timeout=5) as resp:
+                return int(resp.status)
+        except urllib.error.HTTPError as e:
+            return e.code
+
+    def wait_healthy(self, timeout: float = 120.0) -> list[int]:
+        """Poll /health until 200; returns every status seen (503 while loading)."""
+        seen: list[int] = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status = self.health()
+            if not seen or seen[-1] != status:
+                seen.append(status)
+            if status == 200:
+                return seen
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.02)
+        raise RuntimeError(f"server not healthy (statuses {seen}):\n" + "\n".join(self.log))
+
+    def stop(self, grace: float = 10.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        return self.proc.wait()
+
+    def __enter__(self) -> ServerProcess:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()

@@ -1,0 +1,66 @@
+"""``llama-serve`` is the server: flags, env, signals and exit codes belong to llama-server."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from llama_serve import BinaryNotFoundError, find_server_bin
+from llama_serve._launcher import find_bin
+from serverproc import CONSOLE_SCRIPT, ServerProcess
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(CONSOLE_SCRIPT), *args], capture_output=True, text=True, timeout=120)
+
+
+def test_console_script_execs_the_server(deterministic_model: Path) -> None:
+    with ServerProcess("-m", str(deterministic_model), "-c", "256") as srv:
+        srv.wait_healthy()
+        # Same PID, and that process is the bundled binary: no Python wrapper in between.
+        assert Path(f"/proc/{srv.proc.pid}/exe").resolve() == find_server_bin().resolve()
+        os.kill(srv.proc.pid, signal.SIGTERM)
+        assert srv.proc.wait(30) == 0
+        assert any("cleaning up" in line or "exiting" in line for line in srv.log), "\n".join(srv.log)
+
+
+def test_missing_model_exits_nonzero_and_names_the_path(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-model.gguf"
+    result = run_cli("-m", str(missing), "--port", "0")
+    assert result.returncode != 0
+    assert str(missing) in result.stdout + result.stderr
+
+
+def test_unknown_flag_gets_upstream_error() -> None:
+    result = run_cli("--no-such-flag-anywhere")
+    assert result.returncode != 0
+    assert "--no-such-flag-anywhere" in result.stderr + result.stdout
+    assert "invalid argument" in result.stderr + result.stdout
+
+
+def test_upstream_help_passes_through() -> None:
+    result = run_cli("--help")
+    assert result.returncode == 0
+    assert "--n-gpu-layers" in result.stdout and "--parallel" in result.stdout
+
+
+def test_llama_arg_env_vars_reach_the_server(deterministic_model: Path) -> None:
+    with ServerProcess(env={"LLAMA_ARG_MODEL": str(deterministic_model), "LLAMA_ARG_ALIAS": "from-env"}) as srv:
+        srv.wait_healthy()
+        with urllib.request.urlopen(srv.base_url + "/v1/models", timeout=10) as resp:
+            models = json.load(resp)
+        assert [m["id"] for m in models["data"]] == ["from-env"]
+
+
+def test_finder_names_every_place_it_looked() -> None:
+    with pytest.raises(BinaryNotFoundError) as info:
+        find_bin("llama-no-such-tool")
+    message = str(info.value)
+    assert message.count("llama-no-such-tool") >= 2
+    assert str(find_server_bin().parent / "llama-no-such-tool") in message
