@@ -22,7 +22,9 @@ rm -rf dist
 "$VENV/bin/python" -m pip wheel . --no-deps -w dist --disable-pip-version-check
 built=$(date +%s)
 wheel=$(ls dist/llama_serve-*.whl)
-"$VENV/bin/python" -m pip install -q --disable-pip-version-check "${wheel}[test]"
+# A CPU build of torch for the real-embedding reference (sentence-transformers); this index has 2.13.0+cpu.
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check "torch==${LLAMA_SERVE_TEST_TORCH:-2.13.0}"
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check "${wheel}[test,test-embeddings]"
 echo "test.sh: wheel $(basename "$wheel") ($(du -h "$wheel" | cut -f1)) built in $((built - start)) s" \
      "(profile $LLAMA_SERVE_PROFILE)"
 exec "$VENV/bin/python" -m pytest -p no:cacheprovider "$@"

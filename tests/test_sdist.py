@@ -48,8 +48,10 @@ def test_sdist_configures_offline_from_its_own_tree(sdist: Path, tmp_path: Path)
     (source,) = tmp_path.iterdir()
     env = {k: v for k, v in os.environ.items() if k != "LLAMA_CPP_SOURCE_DIR"}
     env.update(PIP_NO_INDEX="1", PIP_FIND_LINKS="")  # any attempt to fetch would fail
-    result = subprocess.run([cmake, "-S", str(source), "-B", str(tmp_path / "build"),
-                             "-DLLAMA_SERVE_PROFILE=dev"], capture_output=True, text=True, env=env, timeout=600)
+    pybind11 = pytest.importorskip("pybind11")
+    result = subprocess.run([cmake, "-S", str(source), "-B", str(tmp_path / "build"), "-DLLAMA_SERVE_PROFILE=dev",
+                             f"-Dpybind11_DIR={pybind11.get_cmake_dir()}", f"-DPython_EXECUTABLE={sys.executable}"],
+                            capture_output=True, text=True, env=env, timeout=600)
     output = " ".join((result.stdout + result.stderr).split())
     assert result.returncode == 0, output[-3000:]
     assert f"llama.cpp source {source}/vendor/llama.cpp" in output

@@ -1,9 +1,62 @@
-"""llama-serve: llama.cpp's HTTP server and primitives, pip-installable."""
+"""llama-serve: llama.cpp's HTTP server and primitives, pip-installable.
+
+The launcher names (``find_server_bin`` …) import nothing native; the primitives (``Model``,
+``Context``, ``Sampler``, ``embed`` …) load the ``_core`` extension on first use.
+"""
 
 from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from ._launcher import BinaryNotFoundError, bin_dir, find_server_bin, server_command
 
 __version__ = "0.1.0"
 
-__all__ = ["BinaryNotFoundError", "__version__", "bin_dir", "find_server_bin", "server_command"]
+_NATIVE = {
+    "Model": "model",
+    "Context": "model",
+    "Sampler": "sampling",
+    "GREEDY": "sampling",
+    "Embedder": "embeddings",
+    "embed": "embeddings",
+    "tokenize": "embeddings",
+    "detokenize": "embeddings",
+    "devices": "embeddings",
+}
+_ERRORS = ("LlamaError", "ClosedError", "ContextOverflowError")
+
+if TYPE_CHECKING:
+    from ._core import ClosedError, ContextOverflowError, LlamaError
+    from .embeddings import Embedder, detokenize, devices, embed, tokenize
+    from .model import Context, Model
+    from .sampling import GREEDY, Sampler
+
+
+def __getattr__(name: str) -> Any:
+    if name in _NATIVE:
+        return getattr(importlib.import_module(f".{_NATIVE[name]}", __name__), name)
+    if name in _ERRORS:
+        return getattr(importlib.import_module("._native", __name__).core, name)
+    raise AttributeError(f"module 'llama_serve' has no attribute {name!r}")
+
+
+__all__ = [
+    "GREEDY",
+    "BinaryNotFoundError",
+    "ClosedError",
+    "Context",
+    "ContextOverflowError",
+    "Embedder",
+    "LlamaError",
+    "Model",
+    "Sampler",
+    "__version__",
+    "bin_dir",
+    "detokenize",
+    "devices",
+    "embed",
+    "find_server_bin",
+    "server_command",
+    "tokenize",
+]
