@@ -1,0 +1,181 @@
+"""Tokenize and embed throughput: llama-serve vs llama-cpp-python vs sentence-transformers, in one run.
+
+Each side runs in its own worker process (its own virtual environment where needed), driven over
+stdin/stdout; rounds alternate between sides and the table reports medians and ratios.
+
+    python benchmarks/bench_primitives.py --lcp-python .bench/lcp/bin/python --rounds 5
+
+``benchmarks/setup_peers.sh`` makes the llama-cpp-python venv. Writes ``benchmarks/results/primitives.md``
+(and ``.png`` where matplotlib is installed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+SHORT = [f"Hello world, this is short string number {i}." for i in range(2000)]
+LONG = [" ".join(f"word{j} of text {i}, with punctuation!" for j in range(60)) for i in range(200)]
+EMBED_TEXTS = [f"Sentence {i}: the quick brown fox jumps over the lazy dog near river bank {i % 17}."
+               for i in range(256)]
+
+
+# --------------------------------------------------------------------------------------------------
+# Workers: `python bench_primitives.py --worker SIDE ARGS...`; one JSON request per line in, one out.
+# --------------------------------------------------------------------------------------------------
+def worker(side: str, vocab: str, minilm: str, minilm_dir: str) -> None:
+    ops: dict[str, Any] = {}
+    if side == "llama_serve":
+        import llama_serve as ls
+
+        model = ls.Model(vocab, vocab_only=True)
+        ops["tokenize_calls"] = lambda: [model.tokenize(t) for t in SHORT]
+        ops["tokenize_batch"] = lambda: model.tokenize_batch(LONG)
+        if minilm:
+            embedder = ls.Embedder(minilm, n_threads=os.cpu_count() or 1)
+            ops["embed"] = lambda: embedder(EMBED_TEXTS)
+    elif side == "llama_cpp_python":
+        import llama_cpp
+
+        llm = llama_cpp.Llama(model_path=vocab, vocab_only=True, verbose=False)
+        ops["tokenize_calls"] = lambda: [llm.tokenize(t.encode()) for t in SHORT]
+        ops["tokenize_batch"] = lambda: [llm.tokenize(t.encode()) for t in LONG]
+    elif side == "sentence_transformers":
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        torch.set_num_threads(os.cpu_count() or 1)
+        st = SentenceTransformer(minilm_dir, device="cpu")
+        ops["embed"] = lambda: st.encode(EMBED_TEXTS, batch_size=64, normalize_embeddings=True)
+    print(json.dumps({"ready": sorted(ops)}), flush=True)
+    for line in sys.stdin:
+        op = json.loads(line)["op"]
+        start = time.perf_counter()
+        result = ops[op]()
+        seconds = time.perf_counter() - start
+        extra: dict[str, Any] = {}
+        if op == "embed":
+            extra["vectors"] = [list(map(float, v)) for v in result[:32]]
+        print(json.dumps({"seconds": seconds, **extra}), flush=True)
+
+
+class Worker:
+    def __init__(self, python: str, side: str, args: argparse.Namespace) -> None:
+        env = {**os.environ, **({"LLAMA_CPP_LIB_PATH": args.lcp_lib} if side == "llama_cpp_python" else {})}
+        self.side = side
+        self.proc = subprocess.Popen(
+            [python, __file__, "--worker", side, "--vocab", args.vocab, "--minilm", args.minilm or "",
+             "--minilm-dir", args.minilm_dir or ""],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        assert self.proc.stdout is not None
+        self.ops = json.loads(self.proc.stdout.readline())["ready"]
+
+    def run(self, op: str) -> dict[str, Any]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps({"op": op}) + "\n")
+        self.proc.stdin.flush()
+        return dict(json.loads(self.proc.stdout.readline()))
+
+    def close(self) -> None:
+        if self.proc.stdin:
+            self.proc.stdin.close()
+        self.proc.wait(30)
+
+
+UNITS = {"tokenize_calls": (len(SHORT), "calls/s"), "tokenize_batch": (len(LONG), "texts/s"),
+         "embed": (len(EMBED_TEXTS), "texts/s")}
+PEER = {"tokenize_calls": "llama_cpp_python", "tokenize_batch": "llama_cpp_python", "embed": "sentence_transformers"}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--worker")
+    parser.add_argument("--vocab", default=str(HERE.parent / "vendor/llama.cpp/models/ggml-vocab-llama-bpe.gguf"))
+    parser.add_argument("--minilm", help="all-MiniLM-L6-v2 GGUF (f32)")
+    parser.add_argument("--minilm-dir", help="its Hugging Face folder, for sentence-transformers")
+    parser.add_argument("--lcp-python", help="python of a venv with llama-cpp-python 0.3.36")
+    parser.add_argument("--lcp-lib", default="", help="LLAMA_CPP_LIB_PATH for it")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "primitives.md")
+    args = parser.parse_args()
+    if args.worker:
+        worker(args.worker, args.vocab, args.minilm, args.minilm_dir)
+        return 0
+
+    workers = [Worker(sys.executable, "llama_serve", args)]
+    if args.lcp_python:
+        workers.append(Worker(args.lcp_python, "llama_cpp_python", args))
+    if args.minilm_dir:
+        workers.append(Worker(sys.executable, "sentence_transformers", args))
+    times: dict[tuple[str, str], list[float]] = {}
+    vectors: dict[str, list[list[float]]] = {}
+    for _ in range(args.rounds + 1):  # the first round warms up and is dropped
+        for op in UNITS:
+            for w in workers:  # alternate sides within each round
+                if op in w.ops:
+                    reply = w.run(op)
+                    times.setdefault((w.side, op), []).append(reply["seconds"])
+                    if "vectors" in reply:
+                        vectors[w.side] = reply["vectors"]
+    for w in workers:
+        w.close()
+
+    rows = []
+    for op, (count, unit) in UNITS.items():
+        ours = times.get(("llama_serve", op))
+        theirs = times.get((PEER[op], op))
+        if not ours:
+            continue
+        our_rate = count / statistics.median(ours[1:])
+        their_rate = count / statistics.median(theirs[1:]) if theirs else None
+        rows.append((op, unit, our_rate, PEER[op], their_rate))
+    accuracy = ""
+    if "llama_serve" in vectors and "sentence_transformers" in vectors:
+        import numpy as np
+
+        a, b = np.array(vectors["llama_serve"]), np.array(vectors["sentence_transformers"])
+        accuracy = f"embedding cosine vs sentence-transformers: min {float(np.min(np.sum(a * b, axis=1))):.5f}"
+
+    lines = [f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
+             f"{args.rounds} rounds (median, after one warm-up round), sides alternating.", "",
+             "| benchmark | llama-serve | peer | peer rate | ratio |", "| --- | --- | --- | --- | --- |"]
+    for op, unit, ours_rate, peer, peer_rate in rows:
+        ratio = f"{ours_rate / peer_rate:.2f}x" if peer_rate else "n/a"
+        peer_text = f"{peer_rate:,.0f} {unit}" if peer_rate else "not run"
+        lines.append(f"| {op} | {ours_rate:,.0f} {unit} | {peer} | {peer_text} | {ratio} |")
+    if accuracy:
+        lines += ["", accuracy]
+    report = "\n".join(lines) + "\n"
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(report)
+    print(report)
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        labels = [r[0] for r in rows if r[4]]
+        ratios = [r[2] / r[4] for r in rows if r[4]]
+        fig, ax = plt.subplots(figsize=(6, 3))
+        ax.barh(labels, ratios)
+        ax.axvline(1.0, color="gray", linestyle="--")
+        ax.set_xlabel("llama-serve speed / peer speed")
+        fig.tight_layout()
+        fig.savefig(args.out.with_suffix(".png"))
+    except ImportError:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
