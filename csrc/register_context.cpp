@@ -3,7 +3,6 @@
 #include <pybind11/stl.h>
 
 #include <algorithm>
-#include <cmath>
 
 #include "common.h"
 #include "core.hpp"
@@ -169,73 +168,71 @@ py::array_t<float> copy_rows(const std::vector<const float *> & rows, size_t wid
     return out;
 }
 
-// Pooled embeddings of many token sequences, packed several per decode; returns (n, n_embd).
+// Pooled embeddings of many token sequences, packed several per decode; returns (n, n_embd_out),
+// written straight into the numpy array.
 py::array_t<float> embed(ContextState & s, const std::vector<std::vector<llama_token>> & seqs, bool normalize) {
-    std::vector<float> result;
     size_t width = 0;
     {
-        py::gil_scoped_release release;
         ContextUser u(s);
-        if (llama_pooling_type(u.ctx) == LLAMA_POOLING_TYPE_NONE) {
-            throw py::value_error("this context pools no embeddings: create it with embeddings=True and a pooling type");
-        }
-        const llama_model * model = llama_get_model(u.ctx);
-        const llama_vocab * vocab = u.vocab();
-        width = static_cast<size_t>(llama_model_n_embd_out(model));
-        const size_t n_batch = llama_n_batch(u.ctx);
-        const size_t n_ubatch = llama_n_ubatch(u.ctx);
-        const size_t n_seq_max = llama_n_seq_max(u.ctx);
-        const size_t limit = std::min({n_batch, n_ubatch, static_cast<size_t>(llama_n_ctx_seq(u.ctx))});
-        for (size_t i = 0; i < seqs.size(); ++i) {
-            if (seqs[i].empty()) {
-                throw py::value_error("text " + std::to_string(i) + " has no tokens");
-            }
-            if (seqs[i].size() > limit) {
-                throw ContextOverflowError("text " + std::to_string(i) + " has " + std::to_string(seqs[i].size()) +
-                                           " tokens; this context embeds at most " + std::to_string(limit));
-            }
-            check_tokens(vocab, seqs[i].data(), seqs[i].size());
-        }
-        result.resize(seqs.size() * width);
-        Batch batch(limit);
-        llama_memory_t mem = llama_get_memory(u.ctx);
-        auto flush = [&](size_t first, size_t count) {
-            if (mem != nullptr) {
-                llama_memory_clear(mem, true);
-            }
-            run(u.ctx, batch, "embedding decode");
-            for (size_t k = 0; k < count; ++k) {
-                const float * e = llama_get_embeddings_seq(u.ctx, static_cast<llama_seq_id>(k));
-                if (e == nullptr) {
-                    throw LlamaError("the model produced no pooled embedding");
-                }
-                float * dst = result.data() + (first + k) * width;
-                if (normalize) {
-                    common_embd_normalize(e, dst, static_cast<int>(width), 2);
-                } else {
-                    std::copy(e, e + width, dst);
-                }
-            }
-            batch.clear();
-        };
-        size_t first = 0, count = 0;
-        for (size_t i = 0; i < seqs.size(); ++i) {
-            if (count == n_seq_max || static_cast<size_t>(batch.batch.n_tokens) + seqs[i].size() > limit) {
-                flush(first, count);
-                first = i;
-                count = 0;
-            }
-            for (size_t p = 0; p < seqs[i].size(); ++p) {
-                batch.add(seqs[i][p], static_cast<llama_pos>(p), static_cast<llama_seq_id>(count), true);
-            }
-            ++count;
-        }
-        if (count > 0) {
-            flush(first, count);
-        }
+        width = static_cast<size_t>(llama_model_n_embd_out(llama_get_model(u.ctx)));
     }
     py::array_t<float> out({static_cast<py::ssize_t>(seqs.size()), static_cast<py::ssize_t>(width)});
-    std::copy(result.begin(), result.end(), out.mutable_data());
+    float * result = out.mutable_data();
+    py::gil_scoped_release release;
+    ContextUser u(s);
+    if (llama_pooling_type(u.ctx) == LLAMA_POOLING_TYPE_NONE) {
+        throw py::value_error("this context pools no embeddings: create it with embeddings=True and a pooling type");
+    }
+    const llama_vocab * vocab = u.vocab();
+    const size_t n_seq_max = llama_n_seq_max(u.ctx);
+    const size_t limit = std::min({static_cast<size_t>(llama_n_batch(u.ctx)), static_cast<size_t>(llama_n_ubatch(u.ctx)),
+                                   static_cast<size_t>(llama_n_ctx_seq(u.ctx))});
+    for (size_t i = 0; i < seqs.size(); ++i) {
+        if (seqs[i].empty()) {
+            throw py::value_error("text " + std::to_string(i) + " has no tokens");
+        }
+        if (seqs[i].size() > limit) {
+            throw ContextOverflowError("text " + std::to_string(i) + " has " + std::to_string(seqs[i].size()) +
+                                       " tokens; this context embeds at most " + std::to_string(limit));
+        }
+        check_tokens(vocab, seqs[i].data(), seqs[i].size());
+    }
+    Batch batch(limit);
+    llama_memory_t mem = llama_get_memory(u.ctx);
+    auto flush = [&](size_t first, size_t count) {
+        if (mem != nullptr) {
+            llama_memory_clear(mem, true);
+        }
+        run(u.ctx, batch, "embedding decode");
+        for (size_t k = 0; k < count; ++k) {
+            const float * e = llama_get_embeddings_seq(u.ctx, static_cast<llama_seq_id>(k));
+            if (e == nullptr) {
+                throw LlamaError("the model produced no pooled embedding");
+            }
+            float * dst = result + (first + k) * width;
+            if (normalize) {
+                common_embd_normalize(e, dst, static_cast<int>(width), 2);
+            } else {
+                std::copy(e, e + width, dst);
+            }
+        }
+        batch.clear();
+    };
+    size_t first = 0, count = 0;
+    for (size_t i = 0; i < seqs.size(); ++i) {
+        if (count == n_seq_max || static_cast<size_t>(batch.batch.n_tokens) + seqs[i].size() > limit) {
+            flush(first, count);
+            first = i;
+            count = 0;
+        }
+        for (size_t p = 0; p < seqs[i].size(); ++p) {
+            batch.add(seqs[i][p], static_cast<llama_pos>(p), static_cast<llama_seq_id>(count), true);
+        }
+        ++count;
+    }
+    if (count > 0) {
+        flush(first, count);
+    }
     return out;
 }
 

@@ -2,7 +2,9 @@
 #include <pybind11/stl.h>
 
 #include <cstring>
+#include <exception>
 #include <stdexcept>
+#include <thread>
 
 #include "chat.h"
 #include "core.hpp"
@@ -192,13 +194,36 @@ void register_model(py::module_ & m) {
             return to_list(ids);
         }, py::arg("text"), py::arg("add_special") = true, py::arg("parse_special") = false)
         .def("tokenize_batch", [](ModelState & s, const std::vector<std::string> & texts, bool add_special,
-                                  bool parse_special) {
+                                  bool parse_special, int n_threads) {
             std::vector<std::vector<llama_token>> all(texts.size());
             {
                 py::gil_scoped_release release;
                 ModelReader r(s);
-                for (size_t i = 0; i < texts.size(); ++i) {
-                    all[i] = tokenize(r.vocab, texts[i], add_special, parse_special);
+                // llama.cpp's tokenizer is thread-safe: split large batches over threads.
+                const size_t wanted = n_threads > 0 ? n_threads : std::max(1u, std::thread::hardware_concurrency());
+                const size_t n = std::min(wanted, std::max<size_t>(1, texts.size() / 16));
+                std::vector<std::exception_ptr> errors(n);
+                auto work = [&](size_t t) {
+                    try {
+                        for (size_t i = t; i < texts.size(); i += n) {
+                            all[i] = tokenize(r.vocab, texts[i], add_special, parse_special);
+                        }
+                    } catch (...) {
+                        errors[t] = std::current_exception();
+                    }
+                };
+                std::vector<std::thread> threads;
+                for (size_t t = 1; t < n; ++t) {
+                    threads.emplace_back(work, t);
+                }
+                work(0);
+                for (auto & thread : threads) {
+                    thread.join();
+                }
+                for (auto & error : errors) {
+                    if (error) {
+                        std::rethrow_exception(error);
+                    }
                 }
             }
             py::list out(all.size());
@@ -206,7 +231,8 @@ void register_model(py::module_ & m) {
                 PyList_SET_ITEM(out.ptr(), i, to_list(all[i]).release().ptr());
             }
             return out;
-        }, py::arg("texts"), py::arg("add_special") = true, py::arg("parse_special") = false)
+        }, py::arg("texts"), py::arg("add_special") = true, py::arg("parse_special") = false,
+           py::arg("n_threads") = 0)
         .def("detokenize_bytes", [](ModelState & s, const std::vector<llama_token> & ids, bool remove_special,
                                     bool unparse_special) {
             std::string text;

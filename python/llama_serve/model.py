@@ -70,10 +70,11 @@ class Model:
         """Token ids of ``text`` (bytes must be valid UTF-8)."""
         return self._native.tokenize(_as_text(text), add_special, parse_special)
 
-    def tokenize_batch(self, texts: Iterable[str], *, add_special: bool = True,
-                       parse_special: bool = False) -> list[list[int]]:
-        """Token ids of many texts in one call (the GIL is released for the whole batch)."""
-        return self._native.tokenize_batch(list(texts), add_special, parse_special)
+    def tokenize_batch(self, texts: Iterable[str], *, add_special: bool = True, parse_special: bool = False,
+                       n_threads: int = 0) -> list[list[int]]:
+        """Token ids of many texts in one call: the GIL is released for the whole batch, which is split
+        over ``n_threads`` threads (0: one per core)."""
+        return self._native.tokenize_batch(list(texts), add_special, parse_special, n_threads)
 
     def detokenize(self, ids: Sequence[int], *, remove_special: bool = False, unparse_special: bool = False,
                    errors: str = "replace") -> str:
