@@ -13,7 +13,7 @@ import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Generic, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -22,6 +22,18 @@ from ._native import core
 from .sampling import GREEDY, Sampler
 
 GGUF_MAGIC = b"GGUF"
+T = TypeVar("T")
+
+
+class _native_attribute(Generic[T]):
+    """A read-only property that reads the attribute of the same name from ``self._native``."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Any, objtype: type | None = None) -> T:
+        return cast(T, getattr(obj._native, self.name))
+
 POOLING = {"unspecified": -1, "none": 0, "mean": 1, "cls": 2, "last": 3, "rank": 4}
 
 
@@ -98,46 +110,21 @@ class Model:
         """Whether ``token`` ends generation (EOS, EOT, …)."""
         return self._native.is_eog(token)
 
-    # -- facts ----------------------------------------------------------------------------------------
+    # -- facts (read from the loaded model) ------------------------------------------------------------
     @property
     def metadata(self) -> dict[str, str]:
+        """GGUF metadata as strings (``general.architecture``, ``llama.context_length``, …)."""
         return self._native.metadata
 
-    @property
-    def n_vocab(self) -> int:
-        return self._native.n_vocab
-
-    @property
-    def n_embd(self) -> int:
-        return self._native.n_embd
-
-    @property
-    def n_ctx_train(self) -> int:
-        return self._native.n_ctx_train
-
-    @property
-    def n_layer(self) -> int:
-        return self._native.n_layer
-
-    @property
-    def n_params(self) -> int:
-        return self._native.n_params
-
-    @property
-    def bos(self) -> int:
-        return self._native.bos
-
-    @property
-    def eos(self) -> int:
-        return self._native.eos
-
-    @property
-    def eot(self) -> int:
-        return self._native.eot
-
-    @property
-    def description(self) -> str:
-        return self._native.description
+    n_vocab = _native_attribute[int]("n_vocab")
+    n_embd = _native_attribute[int]("n_embd")
+    n_ctx_train = _native_attribute[int]("n_ctx_train")
+    n_layer = _native_attribute[int]("n_layer")
+    n_params = _native_attribute[int]("n_params")
+    bos = _native_attribute[int]("bos")
+    eos = _native_attribute[int]("eos")
+    eot = _native_attribute[int]("eot")
+    description = _native_attribute[str]("description")
 
     # -- chat -----------------------------------------------------------------------------------------
     def apply_chat_template(self, messages: Sequence[Mapping[str, Any]], *, add_generation_prompt: bool = True,
@@ -203,16 +190,9 @@ class Context:
         Pieces are whole UTF-8 characters; text that may begin a stop string is held back until it is
         known not to; generation ends at an end-of-generation token, a stop string, or ``max_tokens``.
         """
-        native = sampler.bind(self.model._native)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         pending = ""
-        if ids:
-            self.eval(ids)
-        for _ in range(max_tokens):
-            token = native.sample(self._native)
-            native.accept(token)
-            if self.model.is_eog(token):
-                break
+        for token in self._sampled(ids, sampler, max_tokens):
             pending += decoder.decode(self.model.token_to_piece(token, special=False))
             cut = _first_stop(pending, stop)
             if cut is not None:
@@ -223,26 +203,27 @@ class Context:
             if len(pending) > held:
                 yield pending[: len(pending) - held]
                 pending = pending[len(pending) - held :]
-            self.eval([token])
         pending += decoder.decode(b"", final=True)
         if pending:
             yield pending
 
     def generate_tokens(self, ids: Sequence[int], sampler: Sampler = GREEDY, *, max_tokens: int = 256) -> list[int]:
         """Token ids generated after ``ids`` (ends at end-of-generation or ``max_tokens``)."""
+        return list(self._sampled(ids, sampler, max_tokens))
+
+    def _sampled(self, ids: Sequence[int], sampler: Sampler, max_tokens: int) -> Iterator[int]:
+        """Sampled tokens, each decoded into the context only when the next one is asked for."""
         native = sampler.bind(self.model._native)
-        out: list[int] = []
         if ids:
             self.eval(ids)
-        for _ in range(max_tokens):
+        for i in range(max_tokens):
             token = native.sample(self._native)
             native.accept(token)
             if self.model.is_eog(token):
-                break
-            out.append(token)
-            if len(out) < max_tokens:
+                return
+            yield token
+            if i + 1 < max_tokens:
                 self.eval([token])
-        return out
 
     def embed(self, token_lists: Sequence[Sequence[int]], *, normalize: bool = True) -> npt.NDArray[np.float32]:
         """Pooled embeddings ``(n, n_embd)`` of several token lists, packed into as few decodes as fit."""
