@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export LLAMA_SERVE_PROFILE="${LLAMA_SERVE_PROFILE:-dev}"
 export CCACHE_BASEDIR="$PWD"  # relative paths: cache hits across clones
+export HF_HUB_OFFLINE=1  # tests never reach a model hub
 PYTHON="${PYTHON:-python3}"
 VENV=.venv-test
 
