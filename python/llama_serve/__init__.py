@@ -23,14 +23,22 @@ _NATIVE = {
     "tokenize": "embeddings",
     "detokenize": "embeddings",
     "devices": "embeddings",
+    "Server": "server",
+    "ServerPool": "server",
+    "ServerError": "server",
+    "Endpoint": "server",
+    "connect": "server",
+    "Metrics": "metrics",
 }
 _ERRORS = ("LlamaError", "ClosedError", "ContextOverflowError")
 
 if TYPE_CHECKING:
     from ._core import ClosedError, ContextOverflowError, LlamaError
     from .embeddings import Embedder, detokenize, devices, embed, tokenize
+    from .metrics import Metrics
     from .model import Context, Model
     from .sampling import GREEDY, Sampler
+    from .server import Endpoint, Server, ServerError, ServerPool, connect
 
 
 def __getattr__(name: str) -> Any:
@@ -48,11 +56,17 @@ __all__ = [
     "Context",
     "ContextOverflowError",
     "Embedder",
+    "Endpoint",
     "LlamaError",
+    "Metrics",
     "Model",
     "Sampler",
+    "Server",
+    "ServerError",
+    "ServerPool",
     "__version__",
     "bin_dir",
+    "connect",
     "detokenize",
     "devices",
     "embed",

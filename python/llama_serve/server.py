@@ -1,0 +1,283 @@
+"""Run the bundled server from Python (``Server``) or talk to a running one (``connect``).
+
+A ``Server`` is a child process with a race-free port (``--port 0``, the bound address read from its
+log), a health-checked start, captured logs, and no orphans: ``stop()``, the context manager, a
+finalizer and, on Linux, the parent-death signal make sure it ends with its owner.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import weakref
+from collections import deque
+from collections.abc import Iterator, Mapping, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from .metrics import Metrics
+
+if TYPE_CHECKING:
+    import openai as openai_sdk  # the methods below are named openai
+
+log = logging.getLogger("llama_serve.server")
+LISTENING = re.compile(r"listening on (\S+)")
+DIE_WITH_PARENT = "LLAMA_SERVE_DIE_WITH_PARENT"  # read by the launcher (__main__.die_with_parent)
+
+
+class ServerError(RuntimeError):
+    """The server process failed; carries its exit code and last log lines."""
+
+    def __init__(self, message: str, returncode: int | None = None, log_tail: Sequence[str] = ()) -> None:
+        tail = "\n".join(log_tail)
+        super().__init__(f"{message}" + (f" (exit code {returncode})" if returncode is not None else "") +
+                         (f"\n--- last server log lines ---\n{tail}" if tail else ""))
+        self.returncode = returncode
+        self.log_tail = list(log_tail)
+
+
+class Endpoint:
+    """A llama.cpp server reached over HTTP: clients, health, props, slots, metrics."""
+
+    def __init__(self, base_url: str, api_key: str | None = None, timeout: float = 600.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.api_key = api_key
+        self.timeout = timeout
+
+    def _request(self, path: str, *, timeout: float | None = None) -> tuple[int, bytes]:
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        request = urllib.request.Request(self.base_url + path, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=timeout or self.timeout) as resp:
+                return int(resp.status), resp.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
+
+    def _json(self, path: str) -> Any:
+        status, body = self._request(path)
+        if status != 200:
+            raise ServerError(f"GET {path} -> HTTP {status}: {body[:500].decode(errors='replace')}")
+        return json.loads(body)
+
+    def health(self) -> int:
+        """HTTP status of /health: 200 ready, 503 loading."""
+        try:
+            return self._request("/health", timeout=5)[0]
+        except OSError:
+            return 0
+
+    def props(self) -> dict[str, Any]:
+        return dict(self._json("/props"))
+
+    def slots(self) -> list[dict[str, Any]]:
+        return list(self._json("/slots"))
+
+    def metrics(self) -> Metrics:
+        status, body = self._request("/metrics")
+        if status != 200:
+            raise ServerError(f"GET /metrics -> HTTP {status} (start the server with --metrics)")
+        return Metrics.parse(body.decode())
+
+    @property
+    def model_id(self) -> str:
+        return str(self._json("/v1/models")["data"][0]["id"])
+
+    def openai(self, **kwargs: Any) -> openai_sdk.OpenAI:
+        """The official client, pointed at this server."""
+        import openai
+
+        return openai.OpenAI(base_url=self.base_url + "/v1", api_key=self.api_key or "no-key", **kwargs)
+
+    def async_openai(self, **kwargs: Any) -> openai_sdk.AsyncOpenAI:
+        import openai
+
+        return openai.AsyncOpenAI(base_url=self.base_url + "/v1", api_key=self.api_key or "no-key", **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.base_url}>"
+
+
+def connect(base_url: str, api_key: str | None = None, *, timeout: float = 600.0) -> Endpoint:
+    """A running server (no process of ours): the same surface as :class:`Server`."""
+    return Endpoint(base_url, api_key, timeout)
+
+
+class _LogReader:
+    """Reads a server's output on its own thread (never holding the Server, so finalizers can run)."""
+
+    def __init__(self, proc: subprocess.Popen[str], keep: int) -> None:
+        self.lines: deque[str] = deque(maxlen=keep)
+        self.listening = threading.Event()
+        self.address = ""
+        threading.Thread(target=self._read, args=(proc,), name=f"llama-serve-log-{proc.pid}", daemon=True).start()
+
+    def _read(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # read continuously: a chatty server never blocks on its pipe
+            line = line.rstrip("\n")
+            self.lines.append(line)
+            log.debug("%s", line)
+            if not self.listening.is_set():
+                match = LISTENING.search(line)
+                if match:
+                    self.address = match.group(1)
+                    self.listening.set()
+
+
+def _end(proc: subprocess.Popen[str], grace: float) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+class Server(Endpoint):
+    """Spawn ``llama-serve`` on ``model``; ready when this returns. Extra flags pass through untouched."""
+
+    def __init__(self, model: str | os.PathLike[str] | None = None, *, host: str = "127.0.0.1", port: int = 0,
+                 ctx_size: int | None = None, parallel: int | None = None, n_gpu_layers: int | None = None,
+                 api_key: str | None = None, alias: str | None = None, extra_args: Sequence[str] = (),
+                 env: Mapping[str, str] | None = None, start_timeout: float = 300.0, log_lines: int = 1000,
+                 grace: float = 10.0) -> None:
+        args: list[str] = []
+        if model is not None:
+            args += ["-m", os.fspath(model)]
+        for flag, value in (("-c", ctx_size), ("-np", parallel), ("-ngl", n_gpu_layers), ("--alias", alias),
+                            ("--api-key", api_key)):
+            if value is not None:
+                args += [flag, str(value)]
+        args += ["--metrics", *extra_args, "--host", host, "--port", str(port)]
+        self.args = args
+        child_env = {**os.environ, **(env or {}), DIE_WITH_PARENT: str(os.getpid())}
+        # No shell anywhere: argv list, the launcher execs the bundled binary.
+        self.proc = subprocess.Popen([sys.executable, "-m", "llama_serve", *args], stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
+                                     env=child_env)
+        self._finalizer = weakref.finalize(self, _end, self.proc, grace)
+        self._grace = grace
+        self._log = _LogReader(self.proc, log_lines)
+        try:
+            self._wait_ready(start_timeout)
+        except BaseException:
+            self.stop()
+            raise
+        super().__init__(self._log.address, api_key)
+
+    # -- process ---------------------------------------------------------------------------------------
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not self._log.listening.wait(0.05):
+            if self.proc.poll() is not None:
+                time.sleep(0.2)  # let the log reader drain the last lines
+                raise ServerError("llama-server exited during start-up", self.proc.returncode, self.logs(40))
+            if time.monotonic() > deadline:
+                raise ServerError(f"llama-server not listening after {timeout:.0f} s", None, self.logs(40))
+        probe = Endpoint(self._log.address)
+        while probe.health() != 200:
+            if self.proc.poll() is not None:
+                raise ServerError("llama-server exited during start-up", self.proc.returncode, self.logs(40))
+            if time.monotonic() > deadline:
+                raise ServerError(f"llama-server not healthy after {timeout:.0f} s", None, self.logs(40))
+            time.sleep(0.02)
+
+    def logs(self, last: int | None = None) -> list[str]:
+        """The server's captured output (the last ``last`` lines)."""
+        lines = list(self._log.lines)
+        return lines[-last:] if last else lines
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def running(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> int:
+        """Terminate, wait ``grace`` seconds, then kill. Returns the exit code."""
+        self._finalizer.detach()
+        _end(self.proc, self._grace)
+        return int(self.proc.returncode)
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+
+
+class ServerPool:
+    """``replicas`` server processes on one model; each session goes to the least busy live replica.
+
+    Use a pool when requests must not share one process (isolation, one GPU per replica via ``envs``,
+    a crash taking down only its own sessions). For throughput on one device, prefer a single server
+    with ``parallel=N``: continuous batching shares one copy of the weights across N slots.
+    A replica found dead is restarted when the next session is handed out; sessions that were on it
+    get a connection error from their client, not a hang.
+    """
+
+    def __init__(self, model: str | os.PathLike[str], replicas: int = 2, *,
+                 envs: Sequence[Mapping[str, str]] | None = None, **server_kwargs: Any) -> None:
+        if replicas < 1:
+            raise ValueError("a pool needs at least one replica")
+        if envs is not None and len(envs) != replicas:
+            raise ValueError("envs needs one mapping per replica")
+        self._model = model
+        self._envs = list(envs) if envs is not None else [{} for _ in range(replicas)]
+        self._kwargs = server_kwargs
+        self._lock = threading.Lock()
+        self._busy = [0] * replicas
+        self.servers: list[Server] = []
+        try:
+            for i in range(replicas):
+                self.servers.append(self._start(i))
+        except BaseException:
+            self.close()
+            raise
+        self.restarts = 0
+
+    def _start(self, i: int) -> Server:
+        return Server(self._model, env=self._envs[i], **self._kwargs)
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[Endpoint]:
+        """An endpoint on the least busy live replica, held for the ``with`` block."""
+        with self._lock:
+            for i, server in enumerate(self.servers):
+                if not server.running:
+                    log.warning("replica %d (pid %d) died (exit %s); restarting", i, server.pid, server.proc.returncode)
+                    self.servers[i] = self._start(i)
+                    self.restarts += 1
+            index = min(range(len(self.servers)), key=self._busy.__getitem__)
+            self._busy[index] += 1
+            server = self.servers[index]
+        try:
+            yield server
+        finally:
+            with self._lock:
+                self._busy[index] -= 1
+
+    def close(self) -> None:
+        for server in self.servers:
+            server.stop()
+
+    def __enter__(self) -> ServerPool:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
