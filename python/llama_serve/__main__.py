@@ -8,6 +8,7 @@ import sys
 
 from ._launcher import BinaryNotFoundError, exec_server
 from ._version import version_report
+from .hub import ModelReferenceError, resolve_cli_args
 
 DIE_WITH_PARENT = "LLAMA_SERVE_DIE_WITH_PARENT"  # the parent's pid, set by llama_serve.Server
 
@@ -36,10 +37,13 @@ def main(argv: list[str] | None = None) -> int:
         if "--version" in args:
             print(version_report())
             return 0
-        return exec_server(args)
+        return exec_server(resolve_cli_args(args, os.environ))
     except BinaryNotFoundError as e:
         print(f"llama-serve: {e}", file=sys.stderr)
         return 127
+    except ModelReferenceError as e:
+        print(f"llama-serve: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

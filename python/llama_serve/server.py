@@ -24,6 +24,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from .hub import resolve
 from .metrics import Metrics
 
 if TYPE_CHECKING:
@@ -152,8 +153,8 @@ class Server(Endpoint):
                  env: Mapping[str, str] | None = None, start_timeout: float = 300.0, log_lines: int = 1000,
                  grace: float = 10.0) -> None:
         args: list[str] = []
-        if model is not None:
-            args += ["-m", os.fspath(model)]
+        if model is not None:  # a path or hf:author/repo/revision/file, downloaded here (progress in this process)
+            args += ["-m", str(resolve(model, token=os.environ.get("HF_TOKEN")).model)]
         for flag, value in (("-c", ctx_size), ("-np", parallel), ("-ngl", n_gpu_layers), ("--alias", alias),
                             ("--api-key", api_key)):
             if value is not None:
