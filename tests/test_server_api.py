@@ -38,6 +38,8 @@ def test_spawn_use_and_stop(deterministic_model: Path) -> None:
         assert "default_generation_settings" in srv.props()
         done = srv.openai().completions.create(model="det", prompt="Hello", max_tokens=4, temperature=0)
         assert done.usage is not None and done.usage.completion_tokens == 4
+        per_response = ls.timings(done)
+        assert per_response["predicted_n"] == 4 and per_response["predicted_per_second"] > 0
         metrics = srv.metrics()
         assert metrics.tokens_predicted_total >= 4 and metrics.prompt_tokens_total >= 1
         assert "n_decode_total" in metrics.raw

@@ -29,13 +29,14 @@ _NATIVE = {
     "Endpoint": "server",
     "connect": "server",
     "Metrics": "metrics",
+    "timings": "metrics",
 }
 _ERRORS = ("LlamaError", "ClosedError", "ContextOverflowError")
 
 if TYPE_CHECKING:
     from ._core import ClosedError, ContextOverflowError, LlamaError
     from .embeddings import Embedder, detokenize, devices, embed, tokenize
-    from .metrics import Metrics
+    from .metrics import Metrics, timings
     from .model import Context, Model
     from .sampling import GREEDY, Sampler
     from .server import Endpoint, Server, ServerError, ServerPool, connect
@@ -72,5 +73,6 @@ __all__ = [
     "embed",
     "find_server_bin",
     "server_command",
+    "timings",
     "tokenize",
 ]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -32,3 +34,10 @@ class Metrics:
                 raw[sample.name.removeprefix(PREFIX)] = float(sample.value)
         known = {name: raw[name] for name in cls.__dataclass_fields__ if name != "raw" and name in raw}
         return cls(**known, raw=raw)  # names we do not know (upstream renames) are kept in raw only
+
+
+def timings(response: Any) -> dict[str, float]:
+    """llama-server's per-response ``timings`` (``prompt_n``, ``prompt_per_second``, ``predicted_n``,
+    ``predicted_per_second``, …) from an ``openai`` response object or a parsed JSON body; {} if absent."""
+    data = response if isinstance(response, Mapping) else (getattr(response, "model_extra", None) or {})
+    return dict(data.get("timings") or {})
