@@ -16,6 +16,13 @@ if ! command -v ccache >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/
         || echo "test.sh: ccache unavailable, building without a compiler cache"
 fi
 
+# A real browser for the web UI test (Debian's Chromium + its driver; never a browser download).
+if ! command -v chromedriver >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 \
+        || { apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null; } \
+        || echo "test.sh: chromium unavailable, the browser test will be skipped"
+fi
+
 start=$(date +%s)
 "$PYTHON" -m venv --clear "$VENV"
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip

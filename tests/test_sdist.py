@@ -36,6 +36,9 @@ def test_sdist_carries_the_tree_without_docs_or_models(sdist: Path) -> None:
     for left_out in ["docs/", "examples/", "models/", "media/"]:
         assert not any(n.startswith(f"{tree}/{left_out}") for n in names), left_out
     assert not any(n.startswith((f"{top}/build/", f"{top}/dist/", f"{top}/.venv")) for n in names)
+    assert not any("node_modules" in n for n in names)
+    if (ROOT / "vendor" / "llama.cpp" / "tools" / "ui" / "dist" / "index.html").is_file():
+        assert f"{tree}/tools/ui/dist/index.html" in names  # building from the sdist needs no npm
     assert f"{top}/scripts/provision_llama_cpp.py" in names
 
 
