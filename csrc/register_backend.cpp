@@ -1,6 +1,5 @@
 // Backends and devices: load ggml backend modules from the package, list devices, route logs.
 #include <cstdio>
-#include <cstring>
 
 #include "core.hpp"
 #include "ggml-backend.h"

@@ -2,27 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import subprocess
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+
+from scriptmod import load_script
 
 ROOT = Path(__file__).resolve().parent.parent
 UPSTREAM_UI_SCRIPT = ROOT / "vendor" / "llama.cpp" / "scripts" / "ui-assets.cmake"
 
 
-def load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("build_ui", ROOT / "scripts" / "build_ui.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-build_ui = load()
+build_ui = load_script("build_ui")
 
 
 def fake_tree(tmp_path: Path) -> Path:

@@ -2,30 +2,22 @@
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import os
 import shutil
 import subprocess
 import tarfile
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+
+from scriptmod import load_script
 
 ROOT = Path(__file__).resolve().parent.parent
 SDIST_TOP = "llama_cpp_python-0.3.36"
 
 
-def load_provision() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("provision", ROOT / "scripts" / "provision_llama_cpp.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-provision = load_provision()
+provision = load_script("provision_llama_cpp")
 
 
 def make_sdist(path: Path, files: dict[str, bytes]) -> Path:
