@@ -7,8 +7,6 @@ import signal
 import sys
 
 from ._launcher import BinaryNotFoundError, exec_server
-from ._version import version_report
-from .hub import ModelReferenceError, resolve_cli_args
 
 DIE_WITH_PARENT = "LLAMA_SERVE_DIE_WITH_PARENT"  # the parent's pid, set by llama_serve.Server
 
@@ -30,20 +28,33 @@ def die_with_parent() -> None:
         os._exit(1)
 
 
+def mentions_hub(args: list[str]) -> bool:
+    """A cheap superset test for Hugging Face references (-hf, --hf-*, hf:…, LLAMA_ARG_HF_*)."""
+    return any("hf" in a for a in args) or any(k.startswith("LLAMA_ARG_HF") for k in os.environ) or \
+        os.environ.get("LLAMA_ARG_MODEL", "").startswith("hf:")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     die_with_parent()
     try:
         if "--version" in args:
+            from ._version import version_report
+
             print(version_report())
             return 0
-        return exec_server(resolve_cli_args(args, os.environ))
+        if mentions_hub(args):  # start-up time matters: the resolver is imported only when needed
+            from .hub import ModelReferenceError, resolve_cli_args
+
+            try:
+                args = resolve_cli_args(args, os.environ)
+            except ModelReferenceError as e:
+                print(f"llama-serve: {e}", file=sys.stderr)
+                return 2
+        return exec_server(args)
     except BinaryNotFoundError as e:
         print(f"llama-serve: {e}", file=sys.stderr)
         return 127
-    except ModelReferenceError as e:
-        print(f"llama-serve: {e}", file=sys.stderr)
-        return 2
 
 
 if __name__ == "__main__":

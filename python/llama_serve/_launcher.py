@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from importlib import resources
 from pathlib import Path
@@ -66,6 +65,8 @@ def exec_server(args: list[str]) -> int:
     sys.stdout.flush()
     sys.stderr.flush()
     if sys.platform == "win32":
+        import subprocess
+
         return subprocess.call(argv)
     os.execv(argv[0], argv)
     raise AssertionError("unreachable: execv returned")  # pragma: no cover

@@ -163,7 +163,7 @@ class Server(Endpoint):
         self.args = args
         child_env = {**os.environ, **(env or {}), DIE_WITH_PARENT: str(os.getpid())}
         # No shell anywhere: argv list, the launcher execs the bundled binary.
-        self.proc = subprocess.Popen([sys.executable, "-m", "llama_serve", *args], stdin=subprocess.DEVNULL,
+        self.proc = subprocess.Popen(self._command(args), stdin=subprocess.DEVNULL,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
                                      env=child_env)
         self._finalizer = weakref.finalize(self, _end, self.proc, grace)
@@ -177,6 +177,10 @@ class Server(Endpoint):
         super().__init__(self._log.address, api_key)
 
     # -- process ---------------------------------------------------------------------------------------
+    def _command(self, args: list[str]) -> list[str]:
+        """argv of the child: our launcher (which sets the parent-death signal, then execs the server)."""
+        return [sys.executable, "-m", "llama_serve", *args]
+
     def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while not self._log.listening.wait(0.05):

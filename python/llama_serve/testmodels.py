@@ -40,6 +40,7 @@ class Recipe:
     n_ff: int = 128
     n_ctx_train: int = 4096
     seed: int = 0
+    f16: bool = False  # store matrices as F16 (realistic sizes), else F32
 
 
 def cache_dir() -> Path:
@@ -72,6 +73,26 @@ def tiny_random(vocab: str = "ggml-vocab-llama-spm.gguf", seed: int = 0) -> Path
 def deterministic(vocab: str = "ggml-vocab-llama-spm.gguf") -> Path:
     """A llama whose greedy continuation of token ``t`` is ``t + 1``, ``t + 2``, … (mod vocab)."""
     return build(Recipe(kind="deterministic", vocab=vocab, n_embd=128, n_layer=1, n_ff=64, seed=1))
+
+
+def realistic(quant: str = "Q4_0") -> Path:
+    """Llama-3.2-1B dimensions (llama-bpe vocabulary, 16 layers, 2048 wide), random weights, quantized with the
+    bundled llama-quantize: for benchmarks, where speed does not depend on the weight values."""
+    f16 = build(Recipe(kind="random", vocab="ggml-vocab-llama-bpe.gguf", n_embd=2048, n_layer=16, n_head=32,
+                       n_head_kv=8, n_ff=8192, n_ctx_train=131072, seed=5, f16=True))
+    if quant.upper() == "F16":
+        return f16
+    out = f16.with_name(f16.stem + f"-{quant.upper()}.gguf")
+    if not out.is_file():
+        import subprocess
+
+        from ._launcher import find_bin
+
+        partial = out.with_suffix(".partial")
+        subprocess.run([str(find_bin("llama-quantize")), str(f16), str(partial), quant.upper()], check=True,
+                       capture_output=True)
+        partial.replace(out)
+    return out
 
 
 def build(recipe: Recipe) -> Path:
@@ -126,14 +147,18 @@ def _write(recipe: Recipe, vocab_path: Path, out: Path) -> None:
     writer.add_rope_dimension_count(head_dim)
     writer.add_layer_norm_rms_eps(1e-5)
     writer.add_vocab_size(n_vocab)
-    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16 if recipe.f16 else gguf.LlamaFileType.ALL_F32)
     writer.add_chat_template(CHAT_TEMPLATE)
 
     rng = np.random.default_rng(recipe.seed)
     deterministic = recipe.kind == "deterministic"
 
+    matrix_type = np.float16 if recipe.f16 else np.float32
+
     def random(*shape: int, scale: float = 0.02) -> Any:
-        return (rng.standard_normal(shape) * scale).astype(np.float32)
+        values = rng.standard_normal(shape, dtype=np.float32)
+        values *= scale
+        return values.astype(matrix_type) if len(shape) > 1 else values
 
     def zeros(*shape: int) -> Any:
         return np.zeros(shape, dtype=np.float32)

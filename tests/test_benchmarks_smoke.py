@@ -1,0 +1,26 @@
+"""Each benchmark runs once on tiny inputs, so the suite in benchmarks/ cannot rot (no timing asserted)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(*args: str) -> str:
+    result = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+def test_server_benchmark_smoke(tmp_path: Path) -> None:
+    out = run("benchmarks/bench_server.py", "--smoke", "--out", str(tmp_path / "server.md"))
+    assert "generation (tokens/s)" in out and "launcher overhead" in out
+    assert (tmp_path / "server-smoke.md").is_file()
+
+
+def test_primitives_benchmark_smoke(tmp_path: Path) -> None:
+    out = run("benchmarks/bench_primitives.py", "--rounds", "1", "--out", str(tmp_path / "primitives.md"))
+    assert "tokenize_calls" in out and "tokenize_batch" in out
