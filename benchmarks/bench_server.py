@@ -51,15 +51,16 @@ def native_server(source: Path, build: Path) -> Path:
     return binary
 
 
-class Upstream(Server):
-    """The native binary under the same process management as ours."""
+class CommandServer(Server):
+    """A server started by another command (the native binary, or the bare bundled one) under the same
+    process management as ours."""
 
-    def __init__(self, binary: Path, *args: Any, **kwargs: Any) -> None:
-        self.binary = binary
+    def __init__(self, command: list[str], *args: Any, **kwargs: Any) -> None:
+        self.command_prefix = command
         super().__init__(*args, **kwargs)
 
     def _command(self, args: list[str]) -> list[str]:
-        return [str(self.binary), *args]
+        return [*self.command_prefix, *args]
 
 
 def post(base_url: str, path: str, body: dict[str, Any]) -> Any:
@@ -81,19 +82,10 @@ def speed(srv: Server, n_prompt: int, n_gen: int, n_vocab: int) -> tuple[float, 
 
 def startup_seconds(command: list[str], model: Path) -> float:
     start = time.perf_counter()
-    srv = _Timed(command, model)
+    srv = CommandServer(command, model, ctx_size=256)
     elapsed = time.perf_counter() - start
     srv.stop()
     return elapsed
-
-
-class _Timed(Server):
-    def __init__(self, command: list[str], model: Path) -> None:
-        self.command_prefix = command
-        super().__init__(model, ctx_size=256)
-
-    def _command(self, args: list[str]) -> list[str]:
-        return [*self.command_prefix, *args]
 
 
 def memory_bandwidth(size_mib: int = 512, rounds: int = 5) -> float:
@@ -134,9 +126,8 @@ def main() -> int:
     for name, model in models.items():
         n_vocab = 32000 if args.smoke else 128256
         samples: dict[str, list[tuple[float, float]]] = {"ours": [], "native": []}
-        with Server(model, ctx_size=n_prompt + n_gen + 64, extra_args=["-t", threads, "-np", "1"]) as ours, \
-                Upstream(native_bin, model, ctx_size=n_prompt + n_gen + 64, extra_args=["-t", threads, "-np", "1"]) \
-                as native:
+        settings: dict[str, Any] = {"ctx_size": n_prompt + n_gen + 64, "extra_args": ["-t", threads, "-np", "1"]}
+        with Server(model, **settings) as ours, CommandServer([str(native_bin)], model, **settings) as native:
             speed(ours, 8, 2, n_vocab)
             speed(native, 8, 2, n_vocab)  # warm both
             for _ in range(rounds):

@@ -6,9 +6,7 @@ import os
 import signal
 import sys
 
-from ._launcher import BinaryNotFoundError, exec_server
-
-DIE_WITH_PARENT = "LLAMA_SERVE_DIE_WITH_PARENT"  # the parent's pid, set by llama_serve.Server
+from ._launcher import DIE_WITH_PARENT, BinaryNotFoundError, exec_server
 
 
 def die_with_parent() -> None:

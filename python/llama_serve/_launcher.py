@@ -8,6 +8,7 @@ from importlib import resources
 from pathlib import Path
 
 SERVER = "llama-server"
+DIE_WITH_PARENT = "LLAMA_SERVE_DIE_WITH_PARENT"  # parent pid, set by llama_serve.Server, read by __main__
 EXE_SUFFIX = ".exe" if sys.platform == "win32" else ""
 
 

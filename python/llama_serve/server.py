@@ -24,6 +24,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from ._launcher import DIE_WITH_PARENT
 from .hub import resolve
 from .metrics import Metrics
 
@@ -32,7 +33,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("llama_serve.server")
 LISTENING = re.compile(r"listening on (\S+)")
-DIE_WITH_PARENT = "LLAMA_SERVE_DIE_WITH_PARENT"  # read by the launcher (__main__.die_with_parent)
 
 
 class ServerError(RuntimeError):
