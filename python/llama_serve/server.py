@@ -1,8 +1,7 @@
 """Run the bundled server from Python (``Server``) or talk to a running one (``connect``).
 
 A ``Server`` is a child process with a race-free port (``--port 0``, the bound address read from its
-log), a health-checked start, captured logs, and no orphans: ``stop()``, the context manager, a
-finalizer and, on Linux, the parent-death signal make sure it ends with its owner.
+log), a health-checked start, captured logs, and no orphans (see ``_process``).
 """
 
 from __future__ import annotations
@@ -11,20 +10,17 @@ import contextlib
 import json
 import logging
 import os
-import re
-import subprocess
 import sys
 import threading
 import time
 import urllib.error
 import urllib.request
-import weakref
-from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from ._launcher import DIE_WITH_PARENT
+from ._process import ManagedProcess
+from ._process import ServerError as ServerError  # re-exported
 from .hub import resolve
 from .metrics import Metrics
 
@@ -32,18 +28,6 @@ if TYPE_CHECKING:
     import openai as openai_sdk  # the methods below are named openai
 
 log = logging.getLogger("llama_serve.server")
-LISTENING = re.compile(r"listening on (\S+)")
-
-
-class ServerError(RuntimeError):
-    """The server process failed; carries its exit code and last log lines."""
-
-    def __init__(self, message: str, returncode: int | None = None, log_tail: Sequence[str] = ()) -> None:
-        tail = "\n".join(log_tail)
-        super().__init__(f"{message}" + (f" (exit code {returncode})" if returncode is not None else "") +
-                         (f"\n--- last server log lines ---\n{tail}" if tail else ""))
-        self.returncode = returncode
-        self.log_tail = list(log_tail)
 
 
 class Endpoint:
@@ -112,117 +96,42 @@ def connect(base_url: str, api_key: str | None = None, *, timeout: float = 600.0
     return Endpoint(base_url, api_key, timeout)
 
 
-class _LogReader:
-    """Reads a server's output on its own thread (never holding the Server, so finalizers can run)."""
+class Server(ManagedProcess, Endpoint):
+    """Spawn ``llama-serve`` on ``model``; ready when this returns. Extra flags pass through untouched.
 
-    def __init__(self, proc: subprocess.Popen[str], keep: int) -> None:
-        self.lines: deque[str] = deque(maxlen=keep)
-        self.listening = threading.Event()
-        self.address = ""
-        threading.Thread(target=self._read, args=(proc,), name=f"llama-serve-log-{proc.pid}", daemon=True).start()
+    ``rpc``: ``host:port`` of RPC workers (``RpcWorker.endpoint``, or ``llama-serve-rpc`` on other
+    machines) to split the model's layers across, with ``n_gpu_layers``.
+    """
 
-    def _read(self, proc: subprocess.Popen[str]) -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:  # read continuously: a chatty server never blocks on its pipe
-            line = line.rstrip("\n")
-            self.lines.append(line)
-            log.debug("%s", line)
-            if not self.listening.is_set():
-                match = LISTENING.search(line)
-                if match:
-                    self.address = match.group(1)
-                    self.listening.set()
-
-
-def _end(proc: subprocess.Popen[str], grace: float) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-class Server(Endpoint):
-    """Spawn ``llama-serve`` on ``model``; ready when this returns. Extra flags pass through untouched."""
+    what = "llama-server"
 
     def __init__(self, model: str | os.PathLike[str] | None = None, *, host: str = "127.0.0.1", port: int = 0,
                  ctx_size: int | None = None, parallel: int | None = None, n_gpu_layers: int | None = None,
-                 api_key: str | None = None, alias: str | None = None, extra_args: Sequence[str] = (),
-                 env: Mapping[str, str] | None = None, start_timeout: float = 300.0, log_lines: int = 1000,
-                 grace: float = 10.0) -> None:
+                 api_key: str | None = None, alias: str | None = None, rpc: Sequence[str] | None = None,
+                 extra_args: Sequence[str] = (), env: Mapping[str, str] | None = None, start_timeout: float = 300.0,
+                 log_lines: int = 1000, grace: float = 10.0) -> None:
         args: list[str] = []
         if model is not None:  # a path or hf:author/repo/revision/file, downloaded here (progress in this process)
             args += ["-m", str(resolve(model, token=os.environ.get("HF_TOKEN")).model)]
+        if rpc is not None:
+            args += ["--rpc", ",".join(rpc)]
         for flag, value in (("-c", ctx_size), ("-np", parallel), ("-ngl", n_gpu_layers), ("--alias", alias),
                             ("--api-key", api_key)):
             if value is not None:
                 args += [flag, str(value)]
         args += ["--metrics", *extra_args, "--host", host, "--port", str(port)]
-        self.args = args
-        child_env = {**os.environ, **(env or {}), DIE_WITH_PARENT: str(os.getpid())}
-        # No shell anywhere: argv list, the launcher execs the bundled binary.
-        self.proc = subprocess.Popen(self._command(args), stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
-                                     env=child_env)
-        self._finalizer = weakref.finalize(self, _end, self.proc, grace)
-        self._grace = grace
-        self._log = _LogReader(self.proc, log_lines)
-        try:
-            self._wait_ready(start_timeout)
-        except BaseException:
-            self.stop()
-            raise
-        super().__init__(self._log.address, api_key)
+        ManagedProcess.__init__(self, args, env=env, start_timeout=start_timeout, log_lines=log_lines, grace=grace)
+        Endpoint.__init__(self, self.address, api_key)
 
-    # -- process ---------------------------------------------------------------------------------------
     def _command(self, args: list[str]) -> list[str]:
         """argv of the child: our launcher (which sets the parent-death signal, then execs the server)."""
         return [sys.executable, "-m", "llama_serve", *args]
 
-    def _wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while not self._log.listening.wait(0.05):
-            if self.proc.poll() is not None:
-                time.sleep(0.2)  # let the log reader drain the last lines
-                raise ServerError("llama-server exited during start-up", self.proc.returncode, self.logs(40))
-            if time.monotonic() > deadline:
-                raise ServerError(f"llama-server not listening after {timeout:.0f} s", None, self.logs(40))
-        probe = Endpoint(self._log.address)
+    def _ready(self, deadline: float) -> None:
+        probe = Endpoint(self.address)
         while probe.health() != 200:
-            if self.proc.poll() is not None:
-                raise ServerError("llama-server exited during start-up", self.proc.returncode, self.logs(40))
-            if time.monotonic() > deadline:
-                raise ServerError(f"llama-server not healthy after {timeout:.0f} s", None, self.logs(40))
+            self._check_starting(deadline, "not healthy")
             time.sleep(0.02)
-
-    def logs(self, last: int | None = None) -> list[str]:
-        """The server's captured output (the last ``last`` lines)."""
-        lines = list(self._log.lines)
-        return lines[-last:] if last else lines
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    @property
-    def running(self) -> bool:
-        return self.proc.poll() is None
-
-    def stop(self) -> int:
-        """Terminate, wait ``grace`` seconds, then kill. Returns the exit code."""
-        self._finalizer.detach()
-        _end(self.proc, self._grace)
-        return int(self.proc.returncode)
-
-    def __enter__(self) -> Server:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
-
 
 
 class ServerPool:
