@@ -53,7 +53,10 @@ struct ContextState {
     ~ContextState() { close(); }
 };
 
-// The last error lines llama.cpp logged on this thread, to put in exception messages.
+// `in` with every byte that is not part of well-formed UTF-8 replaced by '?' (exception messages must decode).
+std::string valid_utf8(const std::string & in);
+
+// The last error lines llama.cpp logged on this thread (valid UTF-8), to put in exception messages.
 std::string take_last_log_errors();
 void clear_last_log_errors();
 

@@ -23,6 +23,23 @@ void log_callback(ggml_log_level level, const char * text, void *) {
     }
 }
 
+// Whether in[i..i+n) is one well-formed UTF-8 sequence (no overlong forms, surrogates, or > U+10FFFF).
+bool utf8_sequence_at(const std::string & in, size_t i, size_t & n) {
+    const auto byte = [&](size_t k) { return static_cast<unsigned char>(in[i + k]); };
+    const unsigned char c = byte(0);
+    unsigned char lo = 0x80, hi = 0xBF;  // allowed range of the second byte
+    if (c < 0x80) { n = 1; return true; }
+    if (c >= 0xC2 && c <= 0xDF) { n = 2; }
+    else if (c >= 0xE0 && c <= 0xEF) { n = 3; lo = c == 0xE0 ? 0xA0 : 0x80; hi = c == 0xED ? 0x9F : 0xBF; }
+    else if (c >= 0xF0 && c <= 0xF4) { n = 4; lo = c == 0xF0 ? 0x90 : 0x80; hi = c == 0xF4 ? 0x8F : 0xBF; }
+    else { return false; }
+    if (i + n > in.size() || byte(1) < lo || byte(1) > hi) { return false; }
+    for (size_t k = 2; k < n; ++k) {
+        if ((byte(k) & 0xC0) != 0x80) { return false; }
+    }
+    return true;
+}
+
 const char * device_type_name(enum ggml_backend_dev_type type) {
     switch (type) {
         case GGML_BACKEND_DEVICE_TYPE_CPU: return "cpu";
@@ -34,13 +51,28 @@ const char * device_type_name(enum ggml_backend_dev_type type) {
 }
 }  // namespace
 
+// Log lines may quote bytes of a corrupt file: exception messages stay valid UTF-8 (bad bytes become '?').
+std::string valid_utf8(const std::string & in) {
+    std::string out;
+    out.reserve(in.size());
+    for (size_t i = 0, n = 0; i < in.size(); i += n) {
+        if (utf8_sequence_at(in, i, n)) {
+            out.append(in, i, n);
+        } else {
+            out += '?';
+            n = 1;
+        }
+    }
+    return out;
+}
+
 std::string take_last_log_errors() {
     std::string out;
     out.swap(t_last_errors);
     while (!out.empty() && (out.back() == '\n' || out.back() == ' ')) {
         out.pop_back();
     }
-    return out;
+    return valid_utf8(out);
 }
 
 void clear_last_log_errors() { t_last_errors.clear(); }

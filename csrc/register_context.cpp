@@ -113,7 +113,7 @@ Context create(const std::shared_ptr<ModelState> & model, uint32_t n_ctx, uint32
         try {
             state->ctx = llama_init_from_model(model->model, params);
         } catch (const std::exception & e) {
-            errors = e.what();
+            errors = valid_utf8(e.what());
         }
         if (errors.empty()) {
             errors = take_last_log_errors();

@@ -69,7 +69,7 @@ Model load(const std::string & path, int n_gpu_layers, bool vocab_only, bool use
             model = llama_model_load_from_file(path.c_str(), params);
         } catch (const std::exception & e) {
             model = nullptr;
-            errors = e.what();
+            errors = valid_utf8(e.what());
         }
         if (errors.empty()) {
             errors = take_last_log_errors();
@@ -151,8 +151,10 @@ py::dict metadata(const llama_model * model) {
             n = llama_model_meta_val_str_by_index(model, i, value.data(), value.size());
         }
         if (n >= 0) {
-            out[py::str(key.data())] = py::reinterpret_steal<py::object>(
-                PyUnicode_DecodeUTF8(value.data(), n, "replace"));
+            // A corrupt file may hold any bytes: decode keys and values with replacement, never raise.
+            out[py::reinterpret_steal<py::object>(PyUnicode_DecodeUTF8(key.data(), std::strlen(key.data()),
+                                                                      "replace"))] =
+                py::reinterpret_steal<py::object>(PyUnicode_DecodeUTF8(value.data(), n, "replace"));
         }
     }
     return out;
@@ -290,7 +292,7 @@ void register_model(py::module_ & m) {
                 return apply_chat_template(r.model, messages_json, tools_json, add_generation_prompt,
                                            template_override);
             } catch (const std::exception & e) {
-                throw py::value_error(std::string("chat template: ") + e.what());
+                throw py::value_error("chat template: " + valid_utf8(e.what()));
             }
         }, py::arg("messages_json"), py::arg("tools_json") = "", py::arg("add_generation_prompt") = true,
            py::arg("template_override") = "");
@@ -299,7 +301,7 @@ void register_model(py::module_ & m) {
         try {
             return json_schema_to_grammar(common_json::parse(schema_json));
         } catch (const std::exception & e) {
-            throw py::value_error(std::string("invalid JSON schema: ") + e.what());
+            throw py::value_error("invalid JSON schema: " + valid_utf8(e.what()));
         }
     }, py::arg("schema_json"), "GBNF grammar for a JSON schema (llama.cpp's own converter).");
 }

@@ -52,7 +52,7 @@ std::shared_ptr<SamplerState> create(const std::shared_ptr<ModelState> & model, 
     try {
         state->sampler = common_sampler_init(model->model, params);
     } catch (const std::exception & e) {
-        errors = e.what();
+        errors = valid_utf8(e.what());
     }
     if (state->sampler == nullptr) {
         std::string logged = take_last_log_errors();

@@ -8,3 +8,11 @@ from ._launcher import bin_dir
 _core.load_backends(str(bin_dir()))
 
 core = _core
+
+
+def reraise_unencodable(*texts: object) -> None:
+    """After the extension refused arguments with a TypeError: if a str among ``texts`` is not valid UTF-8
+    (lone surrogates), raise the UnicodeEncodeError naming the position instead (the clearer error)."""
+    for text in texts:
+        if isinstance(text, str):
+            text.encode("utf-8")

@@ -18,7 +18,7 @@ from typing import Any, Generic, TypeVar, cast
 import numpy as np
 import numpy.typing as npt
 
-from ._native import core
+from ._native import core, reraise_unencodable
 from .sampling import GREEDY, Sampler
 
 GGUF_MAGIC = b"GGUF"
@@ -80,13 +80,22 @@ class Model:
     # -- tokenizer ------------------------------------------------------------------------------------
     def tokenize(self, text: str | bytes, *, add_special: bool = True, parse_special: bool = False) -> list[int]:
         """Token ids of ``text`` (bytes must be valid UTF-8)."""
-        return self._native.tokenize(_as_text(text), add_special, parse_special)
+        try:
+            return self._native.tokenize(_as_text(text), add_special, parse_special)
+        except TypeError:
+            reraise_unencodable(text)
+            raise
 
     def tokenize_batch(self, texts: Iterable[str], *, add_special: bool = True, parse_special: bool = False,
                        n_threads: int = 0) -> list[list[int]]:
         """Token ids of many texts in one call: the GIL is released for the whole batch, which is split
         over ``n_threads`` threads (0: one per core)."""
-        return self._native.tokenize_batch(list(texts), add_special, parse_special, n_threads)
+        texts = list(texts)
+        try:
+            return self._native.tokenize_batch(texts, add_special, parse_special, n_threads)
+        except TypeError:
+            reraise_unencodable(*texts)
+            raise
 
     def detokenize(self, ids: Sequence[int], *, remove_special: bool = False, unparse_special: bool = False,
                    errors: str = "replace") -> str:

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._native import core
+from ._native import core, reraise_unencodable
 
 DEFAULT_SEED = 0xFFFFFFFF  # LLAMA_DEFAULT_SEED: a random seed per sampler
 
@@ -40,28 +40,36 @@ class Sampler:
             raise ValueError("give grammar or json_schema, not both")
         if self.json_schema is not None:
             schema = self.json_schema if isinstance(self.json_schema, str) else json.dumps(self.json_schema)
-            object.__setattr__(self, "grammar", core.json_schema_to_grammar(schema))
+            try:
+                object.__setattr__(self, "grammar", core.json_schema_to_grammar(schema))
+            except TypeError:
+                reraise_unencodable(schema)
+                raise
         if not 0 <= self.seed <= 0xFFFFFFFF:
             raise ValueError(f"seed must be in [0, 2**32), not {self.seed}")
 
     def bind(self, model: core.Model) -> core.Sampler:
         """A fresh native sampler chain for ``model`` (state: penalties, grammar position, RNG)."""
-        return core.Sampler(
-            model,
-            temperature=self.temperature,
-            top_k=self.top_k,
-            top_p=self.top_p,
-            min_p=self.min_p,
-            typical_p=self.typical_p,
-            repeat_penalty=self.repeat_penalty,
-            repeat_last_n=self.repeat_last_n,
-            frequency_penalty=self.frequency_penalty,
-            presence_penalty=self.presence_penalty,
-            seed=self.seed,
-            grammar=self.grammar or "",
-            logit_bias=dict(self.logit_bias),
-            ignore_eos=self.ignore_eos,
-        )
+        try:
+            return core.Sampler(
+                model,
+                temperature=self.temperature,
+                top_k=self.top_k,
+                top_p=self.top_p,
+                min_p=self.min_p,
+                typical_p=self.typical_p,
+                repeat_penalty=self.repeat_penalty,
+                repeat_last_n=self.repeat_last_n,
+                frequency_penalty=self.frequency_penalty,
+                presence_penalty=self.presence_penalty,
+                seed=self.seed,
+                grammar=self.grammar or "",
+                logit_bias=dict(self.logit_bias),
+                ignore_eos=self.ignore_eos,
+            )
+        except TypeError:
+            reraise_unencodable(self.grammar)
+            raise
 
 
 GREEDY = Sampler(temperature=0.0)
