@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
-from . import _core
+import os
+import sys
+
 from ._launcher import bin_dir
+
+if sys.platform == "win32":  # no rpath on Windows: the DLLs sit beside the executables
+    os.add_dll_directory(str(bin_dir()))
+
+from . import _core  # after the DLL folder is known
 
 _core.load_backends(str(bin_dir()))
 
