@@ -11,6 +11,7 @@ Downloads go through ``huggingface_hub`` into its standard cache (progress bar, 
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 from collections.abc import Callable, MutableMapping
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+CACHE_WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 SHARD = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$")
 DEFAULT_QUANTS = ("Q4_K_M", "Q4_0", "Q8_0")  # preference when the reference names no quant (upstream: Q4_K_M)
 HF_PREFIX = "hf:"
@@ -100,7 +102,7 @@ def _fetch(repo: str, name: str, revision: str, token: str | None) -> Path:
 def _hub_call(repo: str, what: str, call: Callable[[Any], T]) -> T:
     """Run a huggingface_hub call, turning its errors into one clear ModelReferenceError."""
     import huggingface_hub
-    from huggingface_hub import errors
+    from huggingface_hub import constants, errors
 
     try:
         return call(huggingface_hub)
@@ -115,6 +117,10 @@ def _hub_call(repo: str, what: str, call: Callable[[Any], T]) -> T:
     except errors.EntryNotFoundError as e:
         raise ModelReferenceError(f"{repo}: file not found ({what})") from e
     except (errors.HfHubHTTPError, OSError) as e:
+        if e.errno in CACHE_WRITE_ERRORS and not isinstance(e, errors.HfHubHTTPError):  # the local cache, not the Hub
+            raise ModelReferenceError(f"{repo}: {what} failed: cannot write to the Hugging Face cache "
+                                      f"{constants.HF_HUB_CACHE} ({e.strerror}); free space there or set HF_HUB_CACHE "
+                                      "to a writable directory with room for the model") from e
         raise ModelReferenceError(f"{repo}: {what} failed: {e}") from e
 
 
