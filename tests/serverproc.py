@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 import urllib.error
@@ -16,6 +18,32 @@ from types import TracebackType
 
 CONSOLE_SCRIPT = Path(sys.prefix) / "bin" / "llama-serve"
 LISTENING = re.compile(r"listening on (http://\S+)")
+
+
+def gone(pid: int) -> bool:
+    """True once pid has exited (a zombie waiting for its reaper counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return state in {"Z", "X"}
+
+
+def outlives_a_killed_parent(start_child: str, within: float = 1.0) -> bool:
+    """Run a Python parent that executes ``start_child`` (binding ``child``, an object with ``pid``), SIGKILL
+    the parent, and tell whether the child is still alive ``within`` seconds later."""
+    script = "import time\nimport llama_serve as ls\n" + textwrap.dedent(start_child) + \
+        "\nprint(child.pid, flush=True)\ntime.sleep(600)\n"
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert parent.stdout is not None
+    child_pid = int(parent.stdout.readline())
+    assert not gone(child_pid)
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + within
+    while not gone(child_pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return not gone(child_pid)
 
 
 class ServerProcess:

@@ -641,6 +641,18 @@ def test_disconnects_mid_stream_free_their_slots(busy: ls.Server, pieces: dict[i
 # ------------------------------------------------------------------------------------------------- kills
 
 
+def kill_after_two_chunks(stream: Any, pid: int) -> float:
+    """SIGKILL ``pid`` once ``stream`` has yielded two chunks; seconds until the client raises."""
+    chunks = iter(stream)
+    next(chunks), next(chunks)
+    os.kill(pid, signal.SIGKILL)
+    killed = time.monotonic()
+    with pytest.raises(openai.APIConnectionError):
+        for _ in chunks:
+            pass
+    return time.monotonic() - killed
+
+
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("flavour", ["sync", "async"])
 def test_sigkill_mid_stream_is_a_prompt_connection_error(deterministic_model: Path, flavour: str) -> None:
@@ -648,15 +660,8 @@ def test_sigkill_mid_stream_is_a_prompt_connection_error(deterministic_model: Pa
         kwargs: dict[str, Any] = {"model": "det", "prompt": "Hello", "max_tokens": 3000, "stream": True,
                                   "extra_body": {"ignore_eos": True}}
         if flavour == "sync":
-            stream = srv.openai(max_retries=0, timeout=60).completions.create(**kwargs)
-            chunks = iter(stream)
-            next(chunks), next(chunks)
-            os.kill(srv.pid, signal.SIGKILL)
-            killed = time.monotonic()
-            with pytest.raises(openai.APIConnectionError):
-                for _ in chunks:
-                    pass
-            detected = time.monotonic() - killed
+            detected = kill_after_two_chunks(srv.openai(max_retries=0, timeout=60).completions.create(**kwargs),
+                                             srv.pid)
         else:
             async def run() -> float:
                 client = srv.async_openai(max_retries=0, timeout=60)
@@ -688,14 +693,7 @@ def test_pool_replica_killed_mid_stream(deterministic_model: Path, pieces: dict[
             victim = session
             stream = session.openai(max_retries=0, timeout=60).completions.create(
                 model="det", prompt="Hello", max_tokens=3000, stream=True, extra_body={"ignore_eos": True})
-            chunks = iter(stream)
-            next(chunks), next(chunks)
-            os.kill(victim.pid, signal.SIGKILL)
-            killed = time.monotonic()
-            with pytest.raises(openai.APIConnectionError):
-                for _ in chunks:
-                    pass
-            detected = time.monotonic() - killed
+            detected = kill_after_two_chunks(stream, victim.pid)
             assert detected < 10
             assert_serving(other_session, pieces)  # the other replica is untouched
         victim.proc.wait(10)

@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import sys
-import textwrap
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -20,17 +19,10 @@ import pytest
 
 import llama_serve as ls
 from llama_serve.rpc import bind_warning
+from serverproc import gone, outlives_a_killed_parent
 
 HELLO = 15043
 BIN = Path(sys.executable).parent
-
-
-def gone(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return True
-    return state in {"Z", "X"}
 
 
 def greedy_tokens(srv: ls.Server, n: int = 16) -> list[int]:
@@ -176,22 +168,7 @@ def test_a_worker_killed_mid_generation_fails_the_request_fast(random_model: Pat
 
 
 def test_workers_die_with_a_killed_parent() -> None:
-    script = textwrap.dedent("""
-        import time, llama_serve as ls
-        worker = ls.RpcWorker()
-        print(worker.pid, flush=True)
-        time.sleep(600)
-    """)
-    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    assert parent.stdout is not None
-    worker_pid = int(parent.stdout.readline())
-    assert not gone(worker_pid)
-    parent.send_signal(signal.SIGKILL)
-    parent.wait()
-    deadline = time.monotonic() + 1.0
-    while not gone(worker_pid) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert gone(worker_pid), "worker outlived its SIGKILLed parent"
+    assert not outlives_a_killed_parent("child = ls.RpcWorker()"), "worker outlived its SIGKILLed parent"
 
 
 def test_rpc_benchmark_smoke(tmp_path: Path) -> None:

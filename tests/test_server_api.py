@@ -7,27 +7,15 @@ import gc
 import os
 import signal
 import socket
-import subprocess
-import sys
-import textwrap
-import time
 from pathlib import Path
 
 import openai
 import pytest
 
 import llama_serve as ls
+from serverproc import gone, outlives_a_killed_parent
 
 HELLO = 15043
-
-
-def gone(pid: int) -> bool:
-    """True once pid has exited (a zombie waiting for its reaper counts as gone)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return True
-    return state in {"Z", "X"}
 
 
 def test_spawn_use_and_stop(deterministic_model: Path) -> None:
@@ -74,22 +62,8 @@ def test_port_in_use_is_a_clear_error(deterministic_model: Path) -> None:
 
 
 def test_server_dies_with_a_killed_parent(deterministic_model: Path) -> None:
-    script = textwrap.dedent(f"""
-        import sys, time, llama_serve as ls
-        srv = ls.Server({str(deterministic_model)!r}, ctx_size=256)
-        print(srv.pid, flush=True)
-        time.sleep(600)
-    """)
-    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    assert parent.stdout is not None
-    server_pid = int(parent.stdout.readline())
-    assert not gone(server_pid)
-    parent.send_signal(signal.SIGKILL)
-    parent.wait()
-    deadline = time.monotonic() + 1.0
-    while not gone(server_pid) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert gone(server_pid), "server outlived its SIGKILLed parent"
+    assert not outlives_a_killed_parent(f"child = ls.Server({str(deterministic_model)!r}, ctx_size=256)"), \
+        "server outlived its SIGKILLed parent"
 
 
 def test_connect_with_and_without_api_key(deterministic_model: Path) -> None:
