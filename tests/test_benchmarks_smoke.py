@@ -17,8 +17,15 @@ def run(*args: str) -> str:
 
 def test_server_benchmark_smoke(tmp_path: Path) -> None:
     out = run("benchmarks/bench_server.py", "--smoke", "--out", str(tmp_path / "server.md"))
-    assert "generation (tokens/s)" in out and "launcher overhead" in out
-    assert (tmp_path / "server-smoke.md").is_file()
+    assert "generation (tokens/s)" in out and "launcher overhead" in out and "read bandwidth" in out
+    assert (tmp_path / "server-smoke.md").is_file() and (tmp_path / "server-smoke.png").stat().st_size > 0
+
+
+def test_concurrency_benchmark_smoke(tmp_path: Path) -> None:
+    """Both servers where the llama-cpp-python venv of benchmarks/setup_peers.sh exists, else llama-serve alone."""
+    out = run("benchmarks/bench_concurrency.py", "--smoke", "--out", str(tmp_path / "concurrency.md"))
+    assert "| 8 |" in out and "Every request generated the requested tokens." in out
+    assert (tmp_path / "concurrency-smoke.png").stat().st_size > 0
 
 
 def test_primitives_benchmark_smoke(tmp_path: Path) -> None:
