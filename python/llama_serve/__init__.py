@@ -7,9 +7,10 @@ The launcher names (``find_server_bin`` …) import nothing native; the primitiv
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
 
 from ._launcher import BinaryNotFoundError, bin_dir, find_server_bin, server_command
+
+TYPE_CHECKING = False  # not typing's: importing typing would cost the `llama-serve` launcher start-up time
 
 __version__ = "0.1.0"
 
@@ -35,6 +36,8 @@ _NATIVE = {
 _ERRORS = ("LlamaError", "ClosedError", "ContextOverflowError")
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from ._core import ClosedError, ContextOverflowError, LlamaError
     from .embeddings import Embedder, detokenize, devices, embed, tokenize
     from .metrics import Metrics, timings

@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from importlib import resources
-from pathlib import Path
+
+TYPE_CHECKING = False  # not typing's: `llama-serve` start-up time counts (pathlib is imported when needed too)
+if TYPE_CHECKING:
+    from pathlib import Path
 
 SERVER = "llama-server"
 DIE_WITH_PARENT = "LLAMA_SERVE_DIE_WITH_PARENT"  # parent pid, set by llama_serve.Server, read by __main__
@@ -19,6 +21,9 @@ class BinaryNotFoundError(FileNotFoundError):
 
 def _candidate_dirs() -> list[Path]:
     """Where a bundled ``bin`` folder may be: the imported package first, then sys.path."""
+    from importlib import resources
+    from pathlib import Path
+
     dirs = [Path(str(resources.files("llama_serve") / "bin"))]
     for entry in sys.path:
         candidate = Path(entry or ".").resolve() / "llama_serve" / "bin"
@@ -75,9 +80,15 @@ def server_command(args: list[str]) -> list[str]:
     return [str(find_server_bin()), *args]
 
 
+def _own_bin(name: str) -> str | None:
+    """The executable in this package's own ``bin`` folder: the usual place, found with ``os.path`` alone."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bin", name + EXE_SUFFIX)
+    return path if os.path.isfile(path) and os.access(path, os.X_OK) else None
+
+
 def exec_server(args: list[str]) -> int:
     """Become the server (POSIX ``execv``): PID, signals and exit code are the server's."""
-    return exec_bin(server_command(args))
+    return exec_bin([_own_bin(SERVER) or str(find_server_bin()), *args])
 
 
 def exec_bin(argv: list[str]) -> int:
