@@ -143,6 +143,7 @@ class Request:
     chunks: int  # streamed chunks carrying text
     finish_reason: str | None
     usage_tokens: int | None
+    decode_rate: float | None  # llama-server's own timings: this request's generated tokens/s, decoding only
 
 
 @dataclass
@@ -153,6 +154,13 @@ class Load:
     @property
     def tokens_per_second(self) -> float:
         return sum(r.tokens for r in self.requests) / self.wall
+
+    @property
+    def decode_tokens_per_second(self) -> float | None:
+        """The server's decoding rate alone (no prompt processing, no HTTP): the sum of the requests' own
+        rates, which decode side by side since they are sent together and are of one length."""
+        rates = [r.decode_rate for r in self.requests]
+        return sum(r for r in rates if r is not None) if None not in rates else None
 
 
 @dataclass
@@ -185,11 +193,15 @@ async def stream_one(client: openai.AsyncOpenAI, model_id: str, prompt: str, n_g
     chunks = 0
     finish_reason = None
     usage_tokens = None
+    decode_rate = None
     stream = await client.completions.create(model=model_id, prompt=prompt, max_tokens=n_gen, stream=True,
                                              stream_options={"include_usage": True}, **SAMPLING)
     async for chunk in stream:
         if chunk.usage is not None:
             usage_tokens = chunk.usage.completion_tokens
+        timings = (chunk.model_extra or {}).get("timings")
+        if timings:
+            decode_rate = float(timings["predicted_per_second"])
         for choice in chunk.choices:
             if choice.text:
                 chunks += 1
@@ -198,7 +210,7 @@ async def stream_one(client: openai.AsyncOpenAI, model_id: str, prompt: str, n_g
             finish_reason = choice.finish_reason or finish_reason
     reached = n_gen if finish_reason == "length" else chunks
     return Request(ttft if ttft is not None else float("nan"), usage_tokens if usage_tokens is not None else reached,
-                   chunks, finish_reason, usage_tokens)
+                   chunks, finish_reason, usage_tokens, decode_rate)
 
 
 async def run_load(base_url: str, model_id: str, prompts: Sequence[str], n_gen: int) -> Load:
@@ -326,6 +338,7 @@ class Summary:
     rates: list[float]  # tokens/s, one per round
     ttft_p50: float  # over every request of every round
     ttft_p95: float
+    decode_rate: float | None  # median over rounds of Load.decode_tokens_per_second
 
     @property
     def median(self) -> float:
@@ -339,7 +352,10 @@ class Summary:
 def summary(side: SideResults, n: int) -> Summary:
     loads = side.loads[n]
     ttfts = [r.ttft for load in loads for r in load.requests]
-    return Summary([load.tokens_per_second for load in loads], percentile(ttfts, 50), percentile(ttfts, 95))
+    decode = [load.decode_tokens_per_second for load in loads]
+    decode_rate = statistics.median(d for d in decode if d is not None) if None not in decode else None
+    return Summary([load.tokens_per_second for load in loads], percentile(ttfts, 50), percentile(ttfts, 95),
+                   decode_rate)
 
 
 def render(results: dict[str, SideResults], clients: list[int], settings: Settings, model: Path, rounds: int,
@@ -394,6 +410,14 @@ def render(results: dict[str, SideResults], clients: list[int], settings: Settin
         same = "the same" if outputs[OURS].replace("\ufffd", "") == outputs[PEER].replace("\ufffd", "") else "different"
         lines.append(f"Check request (non-streamed, before the rounds): both sides used {settings.n_prompt} prompt and "
                      f"generated {settings.n_gen} tokens; {same} greedy text.")
+    decode = {n: summary(results[OURS], n).decode_rate for n in clients}
+    if all(rate is not None for rate in decode.values()) and min(clients) == 1:
+        single = decode[1] or 1.0
+        gains = ", ".join(f"{rate or 0:.1f} tokens/s at {n} client(s) ({(rate or 0) / single:.2f}x)"
+                          for n, rate in decode.items())
+        lines.append(f"llama-serve's own timings, decoding only (no prompt processing, no HTTP), summed over the "
+                     f"streams: {gains}. What one batched decoding step yields over a single-stream one on this "
+                     "machine roughly bounds what continuous batching can gain over one-request-at-a-time decoding.")
     problems = results[OURS].problems + results[PEER].problems
     lines.append("Every request generated the requested tokens." if not problems else
                  "**Requests that did not generate the requested tokens:**\n" + "\n".join(f"- {p}" for p in problems))
