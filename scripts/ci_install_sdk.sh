@@ -4,14 +4,14 @@
 # this project's build machine has no container engine; its own Vulkan build uses Debian's packages.
 #   bash scripts/ci_install_sdk.sh vulkan|cuda12|cuda13
 set -euo pipefail
-arch=$(uname -m | sed 's/aarch64/sbsa/')
-cuda_repo() {
-    dnf config-manager --add-repo \
-        "https://developer.download.nvidia.com/compute/cuda/repos/rhel8/${arch}/cuda-rhel8.repo"
+# CUDA from NVIDIA's wheels, by package name through pip's configured index (compiler, runtime, cuBLAS headers);
+# CUDACXX points CMake at that nvcc. Unverified here (no container engine).
+cuda_from_wheels() {
+    python3 -m pip install "nvidia-cuda-nvcc-$1" "nvidia-cuda-runtime-$1" "nvidia-cublas-$1"
 }
 case "$1" in
     vulkan) dnf install -y epel-release && dnf install -y vulkan-headers vulkan-loader-devel glslc ;;
-    cuda12) cuda_repo && dnf install -y cuda-nvcc-12-8 cuda-cudart-devel-12-8 libcublas-devel-12-8 ;;
-    cuda13) cuda_repo && dnf install -y cuda-nvcc-13-0 cuda-cudart-devel-13-0 libcublas-devel-13-0 ;;
+    cuda12) cuda_from_wheels cu12 ;;
+    cuda13) cuda_from_wheels cu13 ;;
     *) echo "unknown add-on: $1" >&2; exit 2 ;;
 esac
