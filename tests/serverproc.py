@@ -20,6 +20,17 @@ CONSOLE_SCRIPT = Path(sys.prefix) / "bin" / "llama-serve"
 LISTENING = re.compile(r"listening on (http://\S+)")
 
 
+def greedy_tokens(base_url: str, n: int = 16, timeout: float = 600) -> list[int]:
+    """Token ids of a greedy /completion of "Hello" (``n`` tokens) from the server at ``base_url``."""
+    import json
+
+    body = {"prompt": "Hello", "n_predict": n, "temperature": 0, "return_tokens": True, "cache_prompt": False}
+    request = urllib.request.Request(base_url + "/completion", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=timeout) as resp:
+        return list(json.load(resp)["tokens"])
+
+
 def gone(pid: int) -> bool:
     """True once pid has exited (a zombie waiting for its reaper counts as gone)."""
     try:

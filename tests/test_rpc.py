@@ -3,14 +3,12 @@ the test make them), a real server splitting the model across them, faults by SI
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,18 +17,10 @@ import pytest
 
 import llama_serve as ls
 from llama_serve.rpc import bind_warning
-from serverproc import gone, outlives_a_killed_parent
+from serverproc import gone, greedy_tokens, outlives_a_killed_parent
 
 HELLO = 15043
 BIN = Path(sys.executable).parent
-
-
-def greedy_tokens(srv: ls.Server, n: int = 16) -> list[int]:
-    body = {"prompt": "Hello", "n_predict": n, "temperature": 0, "return_tokens": True, "cache_prompt": False}
-    request = urllib.request.Request(srv.base_url + "/completion", data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=120) as resp:
-        return list(json.load(resp)["tokens"])
 
 
 class Host:
@@ -133,10 +123,10 @@ def test_split_across_two_hosts_equals_local(hosts: list[Host], deterministic_mo
         assert w1.endpoint.startswith(hosts[0].address + ":") and w2.endpoint.startswith(hosts[1].address + ":")
         for model in (deterministic_model, random_model):
             with ls.Server(model, ctx_size=256) as local:
-                expected = greedy_tokens(local)
+                expected = greedy_tokens(local.base_url, timeout=120)
             with ls.Server(model, ctx_size=256, rpc=[w1.endpoint, w2.endpoint], n_gpu_layers=99,
                            extra_args=["--verbose"]) as split:
-                assert greedy_tokens(split) == expected
+                assert greedy_tokens(split.base_url, timeout=120) == expected
                 placed = "\n".join(split.logs())  # layers on both workers, none left on this host's CPU
                 assert "assigned to device RPC0" in placed and "assigned to device RPC1" in placed, placed[-3000:]
                 assert "assigned to device CPU" not in placed
@@ -164,7 +154,7 @@ def test_a_worker_killed_mid_generation_fails_the_request_fast(random_model: Pat
         # Recovery: a new server on the surviving worker and a fresh one.
         with ls.RpcWorker() as w3, ls.Server(random_model, ctx_size=256, rpc=[w1.endpoint, w3.endpoint],
                                              n_gpu_layers=99) as again:
-            assert len(greedy_tokens(again, 4)) == 4
+            assert len(greedy_tokens(again.base_url, 4, timeout=120)) == 4
 
 
 def test_workers_die_with_a_killed_parent() -> None:

@@ -9,12 +9,12 @@ import json
 import os
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 import llama_serve as ls
+from serverproc import greedy_tokens
 
 HELLO = 15043
 VULKAN_ENV = {"GGML_VK_VISIBLE_DEVICES": os.environ.get("GGML_VK_VISIBLE_DEVICES", "0")}
@@ -44,22 +44,14 @@ def test_devices_lists_the_vulkan_device() -> None:
     assert devices and str(devices[0]["name"]).startswith("Vulkan")
 
 
-def greedy(srv: ls.Server, n: int) -> list[int]:
-    body = {"prompt": "Hello", "n_predict": n, "temperature": 0, "return_tokens": True, "cache_prompt": False}
-    request = urllib.request.Request(srv.base_url + "/completion", data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=600) as resp:
-        return list(json.load(resp)["tokens"])
-
-
 def test_server_on_the_vulkan_device_matches_the_cpu(deterministic_model: Path, random_model: Path) -> None:
     device = str(vulkan_devices()[0]["name"])
     for model in (deterministic_model, random_model):
         with ls.Server(model, ctx_size=256) as cpu:
-            expected = greedy(cpu, 8)
+            expected = greedy_tokens(cpu.base_url, 8)
         with ls.Server(model, ctx_size=256, n_gpu_layers=99, env=VULKAN_ENV,
                        extra_args=["--device", device, "--verbose"], start_timeout=600) as gpu:
-            assert greedy(gpu, 8) == expected
+            assert greedy_tokens(gpu.base_url, 8) == expected
             placed = "\n".join(gpu.logs())
             assert f"assigned to device {device}" in placed and "assigned to device CPU" not in placed
             reply = gpu.openai().chat.completions.create(
