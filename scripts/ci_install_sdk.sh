@@ -1,17 +1,14 @@
 #!/usr/bin/env bash
 # Toolchain of one GPU add-on, inside cibuildwheel's manylinux_2_28 (AlmaLinux 8) container.
-# Used by .github/workflows/wheels.yml (Windows gets the SDKs from setup actions there). Not run here:
-# this project's build machine has no container engine; its own Vulkan build uses Debian's packages.
+# Used by .github/workflows/wheels.yml (Windows gets the SDKs from setup actions there). Not run here as a
+# whole (no container engine); the CUDA 13 part is scripts/cuda_toolkit_from_wheels.sh, which is.
 #   bash scripts/ci_install_sdk.sh vulkan|cuda12|cuda13
 set -euo pipefail
-# CUDA from NVIDIA's wheels, by package name through pip's configured index (compiler, runtime, cuBLAS headers);
-# CUDACXX points CMake at that nvcc. Unverified here (no container engine).
-cuda_from_wheels() {  # $1: a version spec; CUDA 12's wheels carry a -cu12 suffix, CUDA 13's none
-    python3 -m pip install "nvidia-cuda-nvcc$1" "nvidia-cuda-runtime$1" "nvidia-cublas$1"
-}
 case "$1" in
     vulkan) dnf install -y epel-release && dnf install -y vulkan-headers vulkan-loader-devel glslc ;;
-    cuda12) cuda_from_wheels "-cu12>=12.8,<13" ;;
-    cuda13) cuda_from_wheels ">=13,<14" ;;
+    cuda12) test -x /project/.cuda-toolkit/bin/nvcc ;;  # copied in by the workflow (no compiler wheel for 12)
+    # The same toolkit-from-wheels as scripts/build_cuda_addon.sh builds with here; CUDAToolkit_ROOT and CUDACXX
+    # point at /opt/cuda-wheels/toolkit (wheels.yml).
+    cuda13) PYTHON=/opt/python/cp312-cp312/bin/python bash "$(dirname "$0")/cuda_toolkit_from_wheels.sh" /opt/cuda-wheels ;;
     *) echo "unknown add-on: $1" >&2; exit 2 ;;
 esac

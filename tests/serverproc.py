@@ -31,6 +31,16 @@ def greedy_tokens(base_url: str, n: int = 16, timeout: float = 600) -> list[int]
         return list(json.load(resp)["tokens"])
 
 
+def backend_devices(backend: str, env: dict[str, str] | None = None) -> list[dict[str, object]]:
+    """``backend``'s devices as a fresh process sees them (ggml loads backends once per process)."""
+    import json
+
+    code = "import json, llama_serve; print(json.dumps(llama_serve.devices()))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, **(env or {})})
+    return [d for d in json.loads(out.stdout or "[]") if str(d["backend"]).lower() == backend.lower()]
+
+
 def gone(pid: int) -> bool:
     """True once pid has exited (a zombie waiting for its reaper counts as gone)."""
     try:

@@ -64,3 +64,28 @@ def test_finder_names_every_place_it_looked() -> None:
     message = str(info.value)
     assert message.count("llama-no-such-tool") >= 2
     assert str(find_server_bin().parent / "llama-no-such-tool") in message
+
+
+def test_a_gpu_backend_that_does_not_load_is_named_with_its_missing_library(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """ggml skips such a module silently; backend_load_errors() and --list-devices say what is missing."""
+    import shutil
+
+    from llama_serve import backends
+
+    if shutil.which("cc") is None:
+        pytest.skip("no C compiler to make a module with a missing dependency")
+    (tmp_path / "dep.c").write_text("int cuda_like_dependency(void) { return 1; }\n")
+    (tmp_path / "mod.c").write_text("int cuda_like_dependency(void);\nint f(void) { return cuda_like_dependency(); }\n")
+    subprocess.run(["cc", "-shared", "-fPIC", "-Wl,-soname,libcuda.so.1", "-o", tmp_path / "libcuda.so",
+                    tmp_path / "dep.c"], check=True)
+    subprocess.run(["cc", "-shared", "-fPIC", "-o", tmp_path / "libggml-cuda.so", tmp_path / "mod.c",
+                    f"-L{tmp_path}", "-lcuda"], check=True)
+    (tmp_path / "libcuda.so").unlink()  # as on a machine without the driver
+    (tmp_path / "libggml-cpu-zen9.so").write_text("never probed: a CPU variant may not run here")
+    monkeypatch.setattr(backends, "bin_dir", lambda: tmp_path)
+    errors = backends.backend_load_errors()
+    assert list(errors) == ["libggml-cuda.so"]
+    assert "libcuda.so.1" in errors["libggml-cuda.so"] and "NVIDIA driver" in errors["libggml-cuda.so"]
+    assert backends.describe_load_errors() == [
+        f"llama-serve: the backend libggml-cuda.so is installed but does not load: {errors['libggml-cuda.so']}"]

@@ -5,27 +5,20 @@ ggml-vulkan hides CPU-type devices such as lavapipe unless GGML_VK_VISIBLE_DEVIC
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 import llama_serve as ls
-from serverproc import greedy_tokens
+from serverproc import backend_devices, greedy_tokens
 
 HELLO = 15043
 VULKAN_ENV = {"GGML_VK_VISIBLE_DEVICES": os.environ.get("GGML_VK_VISIBLE_DEVICES", "0")}
 
 
 def vulkan_devices() -> list[dict[str, object]]:
-    """Devices seen by a fresh process (backends load once per process) with the Vulkan device visible."""
-    code = "import json, llama_serve; print(json.dumps(llama_serve.devices()))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                         env={**os.environ, **VULKAN_ENV})
-    return [d for d in json.loads(out.stdout or "[]") if str(d["backend"]).lower() == "vulkan"]
+    return backend_devices("vulkan", VULKAN_ENV)
 
 
 def skip_reason() -> str | None:

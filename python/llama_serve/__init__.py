@@ -24,6 +24,7 @@ _NATIVE = {
     "tokenize": "embeddings",
     "detokenize": "embeddings",
     "devices": "embeddings",
+    "backend_load_errors": "backends",
     "Server": "server",
     "ServerPool": "server",
     "ServerError": "server",
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from ._core import ClosedError, ContextOverflowError, LlamaError
+    from .backends import backend_load_errors
     from .embeddings import Embedder, detokenize, devices, embed, tokenize
     from .metrics import Metrics, timings
     from .model import Context, Model
@@ -72,6 +74,7 @@ __all__ = [
     "ServerError",
     "ServerPool",
     "__version__",
+    "backend_load_errors",
     "bin_dir",
     "connect",
     "detokenize",

@@ -39,6 +39,11 @@ def main(argv: list[str] | None = None) -> int:
             except ModelReferenceError as e:
                 print(f"llama-serve: {e}", file=sys.stderr)
                 return 2
+        if "--list-devices" in args:  # ggml skips a GPU add-on that does not load without saying why
+            from .backends import describe_load_errors
+
+            for line in describe_load_errors():
+                print(line, file=sys.stderr)
         return exec_server(args)
     except BinaryNotFoundError as e:
         print(f"llama-serve: {e}", file=sys.stderr)
