@@ -34,6 +34,7 @@ EMBED_TEXTS = [f"Sentence {i}: the quick brown fox jumps over the lazy dog near 
 # --------------------------------------------------------------------------------------------------
 def worker(side: str, vocab: str, minilm: str, minilm_dir: str, minilm_bf16: str) -> None:
     ops: dict[str, Any] = {}
+    info: dict[str, float] = {}
     if side == "llama_serve":
         import llama_serve as ls
 
@@ -43,6 +44,7 @@ def worker(side: str, vocab: str, minilm: str, minilm_dir: str, minilm_bf16: str
         if minilm:
             embedder = ls.Embedder(minilm, n_threads=os.cpu_count() or 1)
             ops["embed"] = lambda: embedder(EMBED_TEXTS)
+            info["embed_tokens"] = sum(map(len, embedder.model.tokenize_batch(EMBED_TEXTS)))
         if minilm_bf16:
             embedder_bf16 = ls.Embedder(minilm_bf16, n_threads=os.cpu_count() or 1)
             ops["embed_bf16"] = lambda: embedder_bf16(EMBED_TEXTS)
@@ -59,7 +61,9 @@ def worker(side: str, vocab: str, minilm: str, minilm_dir: str, minilm_bf16: str
         torch.set_num_threads(os.cpu_count() or 1)
         st = SentenceTransformer(minilm_dir, device="cpu")
         ops["embed"] = lambda: st.encode(EMBED_TEXTS, batch_size=64, normalize_embeddings=True)
-    print(json.dumps({"ready": sorted(ops)}), flush=True)
+        info["sgemm_gflops"] = gemm_gflops(torch, torch.float32)
+        info["bf16_gemm_gflops"] = gemm_gflops(torch, torch.bfloat16)
+    print(json.dumps({"ready": sorted(ops), **info}), flush=True)
     for line in sys.stdin:
         op = json.loads(line)["op"]
         start = time.perf_counter()
@@ -71,6 +75,21 @@ def worker(side: str, vocab: str, minilm: str, minilm_dir: str, minilm_bf16: str
         print(json.dumps({"seconds": seconds, **extra}), flush=True)
 
 
+def gemm_gflops(torch: Any, dtype: Any, m: int = 512, k: int = 384, n: int = 1536) -> float:
+    """This machine's matrix-product speed through torch (MKL/oneDNN) at a MiniLM feed-forward shape."""
+    a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
+    best = float("inf")
+    for _ in range(30):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * m * k * n / best / 1e9
+
+
+# all-MiniLM-L6-v2's linear layers: 6 layers of Q, K, V, output (384 x 384) and feed-forward (384 x 1536, back).
+MINILM_LINEAR_FLOP_PER_TOKEN = 2 * 6 * (4 * 384 * 384 + 2 * 384 * 1536)
+
+
 class Worker:
     def __init__(self, python: str, side: str, args: argparse.Namespace) -> None:
         env = {**os.environ, **({"LLAMA_CPP_LIB_PATH": args.lcp_lib} if side == "llama_cpp_python" else {})}
@@ -80,7 +99,8 @@ class Worker:
              "--minilm-dir", args.minilm_dir or "", "--minilm-bf16", args.minilm_bf16 or ""],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
         assert self.proc.stdout is not None
-        self.ops = json.loads(self.proc.stdout.readline())["ready"]
+        self.info = json.loads(self.proc.stdout.readline())
+        self.ops = self.info["ready"]
 
     def run(self, op: str) -> dict[str, Any]:
         assert self.proc.stdin is not None and self.proc.stdout is not None
@@ -135,6 +155,7 @@ def main() -> int:
                         vectors[f"{w.side}:{op}"] = reply["vectors"]
     for w in workers:
         w.close()
+    info = {k: v for w in workers for k, v in w.info.items() if k != "ready"}
 
     rows = []
     for op, (count, unit) in UNITS.items():
@@ -164,6 +185,7 @@ def main() -> int:
         lines.append(f"| {op} | {ours_rate:,.0f} {unit} | {peer} | {peer_text} | {ratio} |")
     if accuracy:
         lines += [""] + [f"- {a}" for a in accuracy]
+    lines += embed_ceiling(info, rows)
     report = "\n".join(lines) + "\n"
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(report)
@@ -185,6 +207,30 @@ def main() -> int:
     except ImportError:
         pass
     return 0
+
+
+def embed_ceiling(info: dict[str, float], rows: list[tuple[str, str, float, str, float | None]]) -> list[str]:
+    """How close each side's embedding runs to this machine's fp32 matrix-product speed (the linear layers are
+    almost all of MiniLM's work): what a speed-up over sentence-transformers at fp32 accuracy can be here."""
+    if "embed_tokens" not in info or "sgemm_gflops" not in info:
+        return []
+    flop = info["embed_tokens"] * MINILM_LINEAR_FLOP_PER_TOKEN / len(EMBED_TEXTS)  # per text
+    ceiling = info["sgemm_gflops"]
+    lines = ["", f"Embedding ceiling: MiniLM's linear layers cost {flop / 1e6:.0f} MFLOP per text here "
+                 f"({info['embed_tokens'] / len(EMBED_TEXTS):.0f} tokens); this machine's fp32 matrix product "
+                 f"(torch, 512x384x1536, all cores) runs at {ceiling:.0f} GFLOP/s "
+                 f"(bf16: {info.get('bf16_gemm_gflops', 0):.0f} GFLOP/s)."]
+    for op, _unit, ours, peer, theirs in rows:
+        if op.startswith("embed") and theirs:
+            our_gflops, their_gflops = ours * flop / 1e9, theirs * flop / 1e9
+            lines.append(f"- {op}: llama-serve {our_gflops:.0f} GFLOP/s ({our_gflops / ceiling:.0%} of it), "
+                         f"{peer} {their_gflops:.0f} GFLOP/s ({their_gflops / ceiling:.0%})")
+    st_rate = next((theirs for op, _u, _o, _p, theirs in rows if op == "embed" and theirs), None)
+    if st_rate:
+        need = 1.5 * st_rate * flop / 1e9
+        lines.append(f"- 1.5x sentence-transformers would take {need:.0f} GFLOP/s in the linear layers alone, "
+                     f"{need / ceiling:.2f}x this machine's fp32 matrix-product speed.")
+    return lines
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 #include <pybind11/stl.h>
 
 #include <algorithm>
+#include <optional>
 
 #include "common.h"
 #include "core.hpp"
@@ -87,7 +88,8 @@ struct ContextUser {
 };
 
 Context create(const std::shared_ptr<ModelState> & model, uint32_t n_ctx, uint32_t n_batch, uint32_t n_ubatch,
-               uint32_t n_seq_max, int32_t n_threads, bool embeddings, int pooling, bool kv_unified) {
+               uint32_t n_seq_max, int32_t n_threads, bool embeddings, int pooling, bool kv_unified,
+               std::optional<bool> flash_attn) {
     auto params = llama_context_default_params();
     params.n_ctx = n_ctx;
     params.n_batch = n_batch != 0 ? n_batch : std::min<uint32_t>(n_ctx == 0 ? 2048 : n_ctx, 2048);
@@ -100,6 +102,9 @@ Context create(const std::shared_ptr<ModelState> & model, uint32_t n_ctx, uint32
     params.embeddings = embeddings;
     params.pooling_type = static_cast<enum llama_pooling_type>(pooling);
     params.kv_unified = kv_unified;
+    if (flash_attn.has_value()) {  // unset: llama.cpp decides (auto)
+        params.flash_attn_type = *flash_attn ? LLAMA_FLASH_ATTN_TYPE_ENABLED : LLAMA_FLASH_ATTN_TYPE_DISABLED;
+    }
     params.no_perf = true;
     auto state = std::make_shared<ContextState>();
     std::string errors;
@@ -242,7 +247,8 @@ void register_context(py::module_ & m) {
     py::class_<ContextState, std::shared_ptr<ContextState>>(m, "Context")
         .def(py::init(&create), py::arg("model"), py::arg("n_ctx") = 4096, py::arg("n_batch") = 0,
              py::arg("n_ubatch") = 0, py::arg("n_seq_max") = 1, py::arg("n_threads") = 0,
-             py::arg("embeddings") = false, py::arg("pooling") = -1, py::arg("kv_unified") = false)
+             py::arg("embeddings") = false, py::arg("pooling") = -1, py::arg("kv_unified") = false,
+             py::arg("flash_attn") = py::none())
         .def("close", [](ContextState & s) {
             py::gil_scoped_release release;
             s.close();

@@ -60,6 +60,16 @@ def test_decode_returns_logits_as_numpy(det: ls.Model) -> None:
         assert ctx.n_past() == 4
 
 
+def test_flash_attention_on_and_off_give_the_same_logits(rnd: ls.Model) -> None:
+    ids = rnd.tokenize("The quick brown fox jumps over the lazy dog")
+    logits = []
+    for flash_attn in (True, False, None):
+        with rnd.context(n_ctx=256, flash_attn=flash_attn) as ctx:
+            logits.append(ctx.decode(ids))
+    assert np.allclose(logits[0], logits[1], atol=1e-2) and np.allclose(logits[0], logits[2], atol=1e-2)
+    assert int(logits[0].argmax()) == int(logits[1].argmax())
+
+
 def test_deterministic_model_generates_its_known_sequence(det: ls.Model) -> None:
     with det.context(n_ctx=256) as ctx:
         assert ctx.generate_tokens([1, HELLO], max_tokens=10) == list(range(HELLO + 1, HELLO + 11))

@@ -75,6 +75,7 @@ class Context:
         embeddings: bool = False,
         pooling: int = -1,
         kv_unified: bool = False,
+        flash_attn: bool | None = None,
     ) -> None: ...
     def close(self) -> None: ...
     @property

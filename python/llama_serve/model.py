@@ -152,18 +152,18 @@ class Context:
     """Decoding state (KV cache) on a model. ``n_ctx=0`` takes the model's training context.
 
     With ``n_seq_max > 1`` each sequence gets ``n_ctx / n_seq_max`` positions, unless ``kv_unified=True``
-    (one cache shared by all sequences).
+    (one cache shared by all sequences). ``flash_attn``: None lets llama.cpp choose.
     """
 
     def __init__(self, model: Model, *, n_ctx: int = 4096, n_batch: int = 0, n_ubatch: int = 0, n_seq_max: int = 1,
                  n_threads: int = 0, embeddings: bool = False, pooling: str = "unspecified",
-                 kv_unified: bool = False) -> None:
+                 kv_unified: bool = False, flash_attn: bool | None = None) -> None:
         if pooling not in POOLING:
             raise ValueError(f"pooling must be one of {sorted(POOLING)}, not {pooling!r}")
         self.model = model
         self._native = core.Context(model._native, n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_ubatch,
                                     n_seq_max=n_seq_max, n_threads=n_threads, embeddings=embeddings,
-                                    pooling=POOLING[pooling], kv_unified=kv_unified)
+                                    pooling=POOLING[pooling], kv_unified=kv_unified, flash_attn=flash_attn)
 
     def close(self) -> None:
         self._native.close()
