@@ -7,6 +7,9 @@ import gc
 import os
 import signal
 import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import openai
@@ -16,6 +19,7 @@ import llama_serve as ls
 from serverproc import gone, outlives_a_killed_parent
 
 HELLO = 15043
+BURN_CPU = "import time\nend = time.time() + 60\nwhile time.time() < end: pass"  # bounded load
 
 
 def test_spawn_use_and_stop(deterministic_model: Path) -> None:
@@ -34,6 +38,23 @@ def test_spawn_use_and_stop(deterministic_model: Path) -> None:
         assert any("listening on" in line for line in srv.logs())
         pid = srv.pid
     assert not srv.running and gone(pid)
+
+
+def test_stop_right_after_start_is_prompt_under_load(deterministic_model: Path) -> None:
+    """A SIGTERM between the server's ready line and its task loop was lost upstream (the loop reset the flag),
+    so stop() waited out its grace (10 s) and killed: about 1 stop in 30 on a loaded machine before
+    patches/0005. Each stop must now end the server by itself, at once, with exit code 0."""
+    burn = [subprocess.Popen([sys.executable, "-c", BURN_CPU]) for _ in range(os.cpu_count() or 2)]
+    try:
+        for _ in range(30):
+            srv = ls.Server(deterministic_model, ctx_size=256, grace=5.0)
+            start = time.monotonic()
+            assert srv.stop() == 0
+            assert time.monotonic() - start < 3.0
+    finally:
+        for proc in burn:
+            proc.kill()
+            proc.wait()
 
 
 def test_finalizer_stops_a_forgotten_server(deterministic_model: Path) -> None:
