@@ -11,7 +11,7 @@ llama-serve's streamed ``usage`` must say 128). Measured: aggregate generated to
 the first request sent to the last token received) and time to first token. Rounds alternate the sides; medians of
 the rounds, TTFT percentiles over every request of every round.
 
-    python benchmarks/bench_concurrency.py [--rounds 3] [--peer-python .bench/lcp/bin/python] [--smoke]
+    python benchmarks/bench_concurrency.py [--rounds 3] [--quant Q8_0] [--peer-python .bench/lcp/bin/python] [--smoke]
 
 ``benchmarks/setup_peers.sh`` makes the peer venv. Writes ``benchmarks/results/concurrency.md`` and ``.png``.
 ``--smoke`` (used by the tests): tiny generated model, 16 tokens, one round; the peer side runs only where its venv
@@ -268,7 +268,8 @@ def main() -> int:
     parser.add_argument("--slots", type=int, default=8, help="llama-serve's parallel slots")
     parser.add_argument("--prompt-tokens", type=int, default=64)
     parser.add_argument("--gen-tokens", type=int, default=128)
-    parser.add_argument("--model", type=Path, help="GGUF model (default: the Llama-3.2-1B-shaped Q4_0 test model)")
+    parser.add_argument("--model", type=Path, help="GGUF model (default: the Llama-3.2-1B-shaped test model)")
+    parser.add_argument("--quant", default="Q4_0", help="the test model's weight format (Q4_0, Q8_0)")
     parser.add_argument("--peer-python", type=Path, default=PEER_PYTHON,
                         help="python of a venv with llama-cpp-python[server] 0.3.36 (benchmarks/setup_peers.sh)")
     parser.add_argument("--no-peer", action="store_true", help="run llama-serve only")
@@ -285,7 +286,7 @@ def main() -> int:
         settings.n_gen, rounds = 16, 1
         out = args.out.with_name("concurrency-smoke.md")
     else:
-        model = args.model or testmodels.realistic("Q4_0")
+        model = args.model or testmodels.realistic(args.quant)
         out = args.out
     with_peer = not args.no_peer and args.peer_python.is_file()
     peer_note = "" if with_peer else f"**{OURS} only**: no llama-cpp-python venv at `{args.peer_python}`."

@@ -16,11 +16,12 @@ import pytest
 import llama_serve as ls
 from serverproc import backend_devices, greedy_tokens
 
-pytestmark = pytest.mark.skipif(not list(ls.bin_dir().glob("*ggml-cuda*")),
-                                reason="the CUDA add-on is not installed (pip install llama-serve[cuda13], "
-                                       "or bash scripts/build_cuda_addon.sh)")
-has_device = pytest.mark.skipif(not backend_devices("cuda"), reason="no CUDA device (no GPU or no driver)")
-no_device = pytest.mark.skipif(bool(backend_devices("cuda")), reason="a CUDA device is present")
+INSTALLED = bool(list(ls.bin_dir().glob("*ggml-cuda*")))
+CUDA_DEVICES = backend_devices("cuda") if INSTALLED else []
+pytestmark = pytest.mark.skipif(not INSTALLED, reason="the CUDA add-on is not installed (pip install "
+                                                      "llama-serve[cuda13], or bash scripts/build_cuda_addon.sh)")
+has_device = pytest.mark.skipif(not CUDA_DEVICES, reason="no CUDA device (no GPU or no driver)")
+no_device = pytest.mark.skipif(bool(CUDA_DEVICES), reason="a CUDA device is present")
 
 
 @no_device
