@@ -89,3 +89,23 @@ def test_a_gpu_backend_that_does_not_load_is_named_with_its_missing_library(tmp_
     assert "libcuda.so.1" in errors["libggml-cuda.so"] and "NVIDIA driver" in errors["libggml-cuda.so"]
     assert backends.describe_load_errors() == [
         f"llama-serve: the backend libggml-cuda.so is installed but does not load: {errors['libggml-cuda.so']}"]
+
+
+def test_windows_finds_the_nvidia_runtime_wheels_dlls_through_path(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """No rpath on Windows: the CUDA add-on's DLL finds cudart/cuBLAS via PATH, set by the launcher and _native
+    (the layouts are those of NVIDIA's win_amd64 wheels, CUDA 12 and 13)."""
+    from llama_serve import _launcher
+
+    site = tmp_path / "site-packages"
+    for dll in ("nvidia/cuda_runtime/bin/cudart64_12.dll", "nvidia/cublas/bin/cublas64_12.dll",
+                "nvidia/cu13/bin/x86_64/cudart64_13.dll", "nvidia/cu13/lib/libcudart.so.13"):
+        (site / dll).parent.mkdir(parents=True, exist_ok=True)
+        (site / dll).write_bytes(b"")
+    (site / "llama_serve" / "bin").mkdir(parents=True)
+    expected = [site / "nvidia/cu13/bin/x86_64", site / "nvidia/cublas/bin", site / "nvidia/cuda_runtime/bin"]
+    assert _launcher.nvidia_dll_dirs(site) == expected
+    monkeypatch.setattr(_launcher, "bin_dir", lambda: site / "llama_serve" / "bin")
+    env = _launcher.with_nvidia_dll_path({"PATH": "C:\\Windows", "OTHER": "1"})
+    assert env["PATH"] == os.pathsep.join([*map(str, expected), "C:\\Windows"]) and env["OTHER"] == "1"
+    assert _launcher.nvidia_dll_dirs(tmp_path) == []

@@ -8,6 +8,7 @@ import sys
 
 TYPE_CHECKING = False  # not typing's: `llama-serve` start-up time counts (pathlib is imported when needed too)
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from pathlib import Path
 
 SERVER = "llama-server"
@@ -99,6 +100,22 @@ def exec_bin(argv: list[str]) -> int:
     if sys.platform == "win32":
         import subprocess
 
-        return subprocess.call(argv)
+        return subprocess.call(argv, env=with_nvidia_dll_path(os.environ))
     os.execv(argv[0], argv)
     raise AssertionError("unreachable: execv returned")  # pragma: no cover
+
+
+def nvidia_dll_dirs(site: Path) -> list[Path]:
+    """Folders of NVIDIA's runtime wheels in ``site`` that hold DLLs: ``nvidia/<part>/bin`` (CUDA 12) and
+    ``nvidia/cu13/bin/x86_64`` (CUDA 13)."""
+    found = {dll.parent for pattern in ("*/bin/*.dll", "*/bin/*/*.dll") for dll in (site / "nvidia").glob(pattern)}
+    return sorted(found)
+
+
+def with_nvidia_dll_path(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` with NVIDIA's runtime-wheel DLL folders first on PATH. Windows has no rpath: that is how the CUDA
+    add-on's ggml-cuda.dll, loaded by the server and by ``_core``, finds cudart and cuBLAS."""
+    dirs = [str(d) for d in nvidia_dll_dirs(bin_dir().parent.parent)]
+    if not dirs:
+        return dict(env)
+    return {**env, "PATH": os.pathsep.join([*dirs, env.get("PATH", "")])}

@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 import sys
 
-from ._launcher import bin_dir
+from ._launcher import bin_dir, with_nvidia_dll_path
 
 if sys.platform == "win32":  # no rpath on Windows: the DLLs sit beside the executables
     os.add_dll_directory(str(bin_dir()))
+    os.environ["PATH"] = with_nvidia_dll_path(os.environ)["PATH"]  # a CUDA add-on's runtime (ggml's LoadLibrary)
 
 from . import _core  # after the DLL folder is known
 
