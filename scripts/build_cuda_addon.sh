@@ -26,5 +26,6 @@ readelf -d build/libggml-cuda-check.so | grep -q 'NEEDED.*libcuda.so.1' || { ech
 PATH="$PWD/$VENV/bin:$PATH" "$VENV/bin/auditwheel" repair --plat manylinux_2_35_x86_64 -w dist-cuda \
     --exclude libcuda.so.1 --exclude 'libcudart.so.*' --exclude 'libcublas.so.*' --exclude 'libcublasLt.so.*' \
     --exclude libggml-base.so "$wheel"
+rm "$wheel"
 echo "build_cuda_addon.sh: CUDA 13 add-on for sm_$archs built in $(($(date +%s) - start)) s"
 ls -la dist-cuda
