@@ -73,20 +73,6 @@ llama_memory_t memory_of(llama_context * ctx) {
     return mem;
 }
 
-// Exclusive access to an open context (and its model) for the duration of a call.
-struct ContextUser {
-    std::shared_lock<std::shared_mutex> model_lock;
-    std::lock_guard<std::mutex> lock;
-    llama_context * ctx;
-    explicit ContextUser(ContextState & s) : model_lock(s.model->mutex), lock(s.mutex), ctx(s.ctx) {
-        if (ctx == nullptr) {
-            throw ClosedError(s.model->model == nullptr ? "the context is closed (its model was closed)"
-                                                        : "the context is closed");
-        }
-    }
-    const llama_vocab * vocab() const { return llama_model_get_vocab(llama_get_model(ctx)); }
-};
-
 Context create(const std::shared_ptr<ModelState> & model, uint32_t n_ctx, uint32_t n_batch, uint32_t n_ubatch,
                uint32_t n_seq_max, int32_t n_threads, bool embeddings, int pooling, bool kv_unified,
                std::optional<bool> flash_attn) {
@@ -161,18 +147,6 @@ void decode(llama_context * ctx, const std::vector<llama_token> & ids, llama_seq
     }
 }
 
-py::array_t<float> copy_rows(const std::vector<const float *> & rows, size_t width, bool squeeze) {
-    std::vector<py::ssize_t> shape = squeeze ? std::vector<py::ssize_t>{static_cast<py::ssize_t>(width)}
-                                             : std::vector<py::ssize_t>{static_cast<py::ssize_t>(rows.size()),
-                                                                        static_cast<py::ssize_t>(width)};
-    py::array_t<float> out(shape);
-    float * dst = out.mutable_data();
-    for (size_t r = 0; r < rows.size(); ++r) {
-        std::copy(rows[r], rows[r] + width, dst + r * width);
-    }
-    return out;
-}
-
 // Pooled embeddings of many token sequences, packed several per decode; returns (n, n_embd_out),
 // written straight into the numpy array.
 py::array_t<float> embed(ContextState & s, const std::vector<std::vector<llama_token>> & seqs, bool normalize) {
@@ -183,7 +157,6 @@ py::array_t<float> embed(ContextState & s, const std::vector<std::vector<llama_t
     }
     py::array_t<float> out({static_cast<py::ssize_t>(seqs.size()), static_cast<py::ssize_t>(width)});
     float * result = out.mutable_data();
-    py::gil_scoped_release release;
     ContextUser u(s);
     if (llama_pooling_type(u.ctx) == LLAMA_POOLING_TYPE_NONE) {
         throw py::value_error("this context pools no embeddings: create it with embeddings=True and a pooling type");
@@ -258,38 +231,49 @@ void register_context(py::module_ & m) {
         .def_property_readonly("n_batch", [](ContextState & s) { return llama_n_batch(ContextUser(s).ctx); })
         .def_property_readonly("n_seq_max", [](ContextState & s) { return llama_n_seq_max(ContextUser(s).ctx); })
         .def("eval", [](ContextState & s, const std::vector<llama_token> & ids, llama_seq_id seq_id) {
-            py::gil_scoped_release release;
             ContextUser u(s);
             decode(u.ctx, ids, seq_id, false);
         }, py::arg("ids"), py::arg("seq_id") = 0, "Decode ids, keeping the last token's logits inside the context.")
         .def("decode", [](ContextState & s, const std::vector<llama_token> & ids, bool all, llama_seq_id seq_id) {
-            std::vector<const float *> rows;
             size_t n_vocab = 0;
-            py::gil_scoped_release release;
-            ContextUser u(s);
-            decode(u.ctx, ids, seq_id, all);
-            n_vocab = static_cast<size_t>(llama_vocab_n_tokens(u.vocab()));
-            if (all) {
-                // Logits of every token: only the last n_batch chunk is still in the context's buffer.
-                if (ids.size() > llama_n_batch(u.ctx)) {
-                    throw py::value_error("all=True needs len(ids) <= n_batch");
+            {
+                ContextUser u(s);
+                // Logits of every token: only the last n_batch chunk stays in the context's buffer.
+                if (all && ids.size() > llama_n_batch(u.ctx)) {
+                    throw py::value_error("all=True needs len(ids) <= n_batch (" +
+                                          std::to_string(llama_n_batch(u.ctx)) + "), got " +
+                                          std::to_string(ids.size()));
                 }
-                for (size_t i = 0; i < ids.size(); ++i) {
-                    rows.push_back(llama_get_logits_ith(u.ctx, static_cast<int32_t>(i)));
-                }
-            } else {
-                rows.push_back(llama_get_logits_ith(u.ctx, -1));
+                n_vocab = static_cast<size_t>(llama_vocab_n_tokens(u.vocab()));
             }
-            py::gil_scoped_acquire acquire;
-            return copy_rows(rows, n_vocab, !all);
+            const size_t n_rows = all ? ids.size() : 1;
+            py::array_t<float> out = all ? py::array_t<float>({static_cast<py::ssize_t>(n_rows),
+                                                               static_cast<py::ssize_t>(n_vocab)})
+                                         : py::array_t<float>(static_cast<py::ssize_t>(n_vocab));
+            float * dst = out.mutable_data();
+            ContextUser u(s);  // the context may have been closed in between: checked again
+            decode(u.ctx, ids, seq_id, all);
+            for (size_t r = 0; r < n_rows; ++r) {
+                const float * row = llama_get_logits_ith(u.ctx, all ? static_cast<int32_t>(r) : -1);
+                std::copy(row, row + n_vocab, dst + r * n_vocab);
+            }
+            return out;
         }, py::arg("ids"), py::arg("all") = false, py::arg("seq_id") = 0)
         .def("logits", [](ContextState & s) {
+            size_t n_vocab = 0;
+            {
+                ContextUser u(s);
+                n_vocab = static_cast<size_t>(llama_vocab_n_tokens(u.vocab()));
+            }
+            py::array_t<float> out(static_cast<py::ssize_t>(n_vocab));
+            float * dst = out.mutable_data();
             ContextUser u(s);
             const float * row = llama_get_logits_ith(u.ctx, -1);
             if (row == nullptr) {
                 throw LlamaError("no logits: decode first");
             }
-            return copy_rows({row}, static_cast<size_t>(llama_vocab_n_tokens(u.vocab())), true);
+            std::copy(row, row + n_vocab, dst);
+            return out;
         }, "The last decoded token's logits.")
         .def("embed", &embed, py::arg("seqs"), py::arg("normalize") = true)
         .def("n_past", [](ContextState & s, llama_seq_id seq_id) {
@@ -321,7 +305,6 @@ void register_context(py::module_ & m) {
         .def("save_state", [](ContextState & s) {
             std::string data;
             {
-                py::gil_scoped_release release;
                 ContextUser u(s);
                 data.resize(llama_state_get_size(u.ctx));
                 data.resize(llama_state_get_data(u.ctx, reinterpret_cast<uint8_t *>(data.data()), data.size()));
@@ -330,7 +313,6 @@ void register_context(py::module_ & m) {
         }, "The whole context state (KV cache, logits) as bytes.")
         .def("load_state", [](ContextState & s, const py::bytes & blob) {
             std::string data = blob;
-            py::gil_scoped_release release;
             ContextUser u(s);
             clear_last_log_errors();
             if (llama_state_set_data(u.ctx, reinterpret_cast<const uint8_t *>(data.data()), data.size()) == 0) {

@@ -4,6 +4,7 @@
 #include <cstring>
 #include <exception>
 #include <stdexcept>
+#include <system_error>
 #include <thread>
 
 #include "chat.h"
@@ -46,14 +47,6 @@ void check_tokens(const llama_vocab * vocab, const llama_token * ids, size_t n) 
 namespace {
 
 using Model = std::shared_ptr<ModelState>;
-
-// Read access to an open model for the duration of a call.
-struct ModelReader {
-    std::shared_lock<std::shared_mutex> lock;
-    const llama_model * model;
-    const llama_vocab * vocab;
-    explicit ModelReader(ModelState & state) : lock(state.mutex), model(state.model), vocab(state.vocab()) {}
-};
 
 Model load(const std::string & path, int n_gpu_layers, bool vocab_only, bool use_mmap) {
     auto params = llama_model_default_params();
@@ -138,8 +131,8 @@ std::string detokenize(const llama_vocab * vocab, const std::vector<llama_token>
     return text;
 }
 
-py::dict metadata(const llama_model * model) {
-    py::dict out;
+std::vector<std::pair<std::string, std::string>> metadata(const llama_model * model) {
+    std::vector<std::pair<std::string, std::string>> out;
     std::vector<char> key(512), value(4096);
     for (int32_t i = 0; i < llama_model_meta_count(model); ++i) {
         if (llama_model_meta_key_by_index(model, i, key.data(), key.size()) < 0) {
@@ -151,11 +144,18 @@ py::dict metadata(const llama_model * model) {
             n = llama_model_meta_val_str_by_index(model, i, value.data(), value.size());
         }
         if (n >= 0) {
-            // A corrupt file may hold any bytes: decode keys and values with replacement, never raise.
-            out[py::reinterpret_steal<py::object>(PyUnicode_DecodeUTF8(key.data(), std::strlen(key.data()),
-                                                                      "replace"))] =
-                py::reinterpret_steal<py::object>(PyUnicode_DecodeUTF8(value.data(), n, "replace"));
+            out.emplace_back(std::string(key.data()), std::string(value.data(), n));
         }
+    }
+    return out;
+}
+
+// A corrupt file may hold any bytes: keys and values are decoded with replacement, never raising.
+py::dict to_dict(const std::vector<std::pair<std::string, std::string>> & items) {
+    py::dict out;
+    for (const auto & [key, value] : items) {
+        out[py::reinterpret_steal<py::object>(PyUnicode_DecodeUTF8(key.data(), key.size(), "replace"))] =
+            py::reinterpret_steal<py::object>(PyUnicode_DecodeUTF8(value.data(), value.size(), "replace"));
     }
     return out;
 }
@@ -189,7 +189,6 @@ void register_model(py::module_ & m) {
         .def("tokenize", [](ModelState & s, const std::string & text, bool add_special, bool parse_special) {
             std::vector<llama_token> ids;
             {
-                py::gil_scoped_release release;
                 ModelReader r(s);
                 ids = tokenize(r.vocab, text, add_special, parse_special);
             }
@@ -199,7 +198,6 @@ void register_model(py::module_ & m) {
                                   bool parse_special, int n_threads) {
             std::vector<std::vector<llama_token>> all(texts.size());
             {
-                py::gil_scoped_release release;
                 ModelReader r(s);
                 // llama.cpp's tokenizer is thread-safe: split large batches over threads.
                 const size_t wanted = n_threads > 0 ? n_threads : std::max(1u, std::thread::hardware_concurrency());
@@ -215,10 +213,17 @@ void register_model(py::module_ & m) {
                     }
                 };
                 std::vector<std::thread> threads;
+                std::vector<size_t> here = {0};  // shares of threads that could not be started run here
                 for (size_t t = 1; t < n; ++t) {
-                    threads.emplace_back(work, t);
+                    try {
+                        threads.emplace_back(work, t);
+                    } catch (const std::system_error &) {
+                        here.push_back(t);
+                    }
                 }
-                work(0);
+                for (size_t t : here) {
+                    work(t);
+                }
                 for (auto & thread : threads) {
                     thread.join();
                 }
@@ -239,7 +244,6 @@ void register_model(py::module_ & m) {
                                     bool unparse_special) {
             std::string text;
             {
-                py::gil_scoped_release release;
                 ModelReader r(s);
                 check_tokens(r.vocab, ids.data(), ids.size());
                 text = detokenize(r.vocab, ids, remove_special, unparse_special);
@@ -262,10 +266,14 @@ void register_model(py::module_ & m) {
             return llama_vocab_is_eog(r.vocab, id);
         }, py::arg("id"))
         .def_property_readonly("metadata", [](ModelState & s) {
-            ModelReader r(s);
-            return metadata(r.model);
+            std::vector<std::pair<std::string, std::string>> items;
+            {
+                ModelReader r(s);
+                items = metadata(r.model);
+            }
+            return to_dict(items);
         })
-        .def_property_readonly("n_vocab", [](ModelState & s) { return llama_vocab_n_tokens(s.vocab()); })
+        .def_property_readonly("n_vocab", [](ModelState & s) { return llama_vocab_n_tokens(ModelReader(s).vocab); })
         .def_property_readonly("n_embd", [](ModelState & s) { return llama_model_n_embd(ModelReader(s).model); })
         .def_property_readonly("n_ctx_train", [](ModelState & s) {
             return llama_model_n_ctx_train(ModelReader(s).model);
@@ -279,14 +287,13 @@ void register_model(py::module_ & m) {
             return std::string(buf);
         })
         .def_property_readonly("has_encoder", [](ModelState & s) { return llama_model_has_encoder(ModelReader(s).model); })
-        .def_property_readonly("bos", [](ModelState & s) { return llama_vocab_bos(s.vocab()); })
-        .def_property_readonly("eos", [](ModelState & s) { return llama_vocab_eos(s.vocab()); })
-        .def_property_readonly("eot", [](ModelState & s) { return llama_vocab_eot(s.vocab()); })
-        .def_property_readonly("nl", [](ModelState & s) { return llama_vocab_nl(s.vocab()); })
-        .def_property_readonly("add_bos", [](ModelState & s) { return llama_vocab_get_add_bos(s.vocab()); })
+        .def_property_readonly("bos", [](ModelState & s) { return llama_vocab_bos(ModelReader(s).vocab); })
+        .def_property_readonly("eos", [](ModelState & s) { return llama_vocab_eos(ModelReader(s).vocab); })
+        .def_property_readonly("eot", [](ModelState & s) { return llama_vocab_eot(ModelReader(s).vocab); })
+        .def_property_readonly("nl", [](ModelState & s) { return llama_vocab_nl(ModelReader(s).vocab); })
+        .def_property_readonly("add_bos", [](ModelState & s) { return llama_vocab_get_add_bos(ModelReader(s).vocab); })
         .def("apply_chat_template", [](ModelState & s, const std::string & messages_json, const std::string & tools_json,
                                        bool add_generation_prompt, const std::string & template_override) {
-            py::gil_scoped_release release;
             ModelReader r(s);
             try {
                 return apply_chat_template(r.model, messages_json, tools_json, add_generation_prompt,

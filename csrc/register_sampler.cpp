@@ -9,9 +9,13 @@ namespace llama_serve {
 
 namespace {
 
+// A sampler chain. Its state (RNG, penalties, grammar position) changes on every call: one call at a time
+// (`mutex`, taken after the model's and the context's locks). It reads the model's vocabulary, so each call
+// holds the model open.
 struct SamplerState {
     common_sampler * sampler = nullptr;
     std::shared_ptr<ModelState> model;
+    std::mutex mutex;
     ~SamplerState() {
         if (sampler != nullptr) {
             common_sampler_free(sampler);
@@ -24,8 +28,8 @@ std::shared_ptr<SamplerState> create(const std::shared_ptr<ModelState> & model, 
                                      int32_t repeat_last_n, float frequency_penalty, float presence_penalty,
                                      uint32_t seed, const std::string & grammar,
                                      const std::map<llama_token, float> & logit_bias, bool ignore_eos) {
-    std::shared_lock lock(model->mutex);
-    const llama_vocab * vocab = model->vocab();
+    ModelReader reader(*model);
+    const llama_vocab * vocab = reader.vocab;
     common_params_sampling params;
     params.temp = temperature;
     params.top_k = top_k;
@@ -50,7 +54,7 @@ std::shared_ptr<SamplerState> create(const std::shared_ptr<ModelState> & model, 
     std::string errors;
     clear_last_log_errors();
     try {
-        state->sampler = common_sampler_init(model->model, params);
+        state->sampler = common_sampler_init(model->model.load(), params);
     } catch (const std::exception & e) {
         errors = valid_utf8(e.what());
     }
@@ -73,28 +77,37 @@ void register_sampler(py::module_ & m) {
              py::arg("presence_penalty") = 0.0f, py::arg("seed") = LLAMA_DEFAULT_SEED, py::arg("grammar") = "",
              py::arg("logit_bias") = std::map<llama_token, float>{}, py::arg("ignore_eos") = false)
         .def("sample", [](SamplerState & s, ContextState & c, int32_t idx) {
-            py::gil_scoped_release release;
-            std::shared_lock model_lock(c.model->mutex);
-            std::lock_guard lock(c.mutex);
-            if (c.ctx == nullptr) {
-                throw ClosedError("the context is closed");
-            }
             if (c.model != s.model) {
                 throw py::value_error("sampler and context belong to different models");
             }
-            if (llama_get_logits_ith(c.ctx, idx) == nullptr) {
+            ContextUser u(c);
+            std::lock_guard lock(s.mutex);
+            if (llama_get_logits_ith(u.ctx, idx) == nullptr) {
                 take_last_log_errors();
                 throw LlamaError("no logits at index " + std::to_string(idx) + ": decode first");
             }
-            return common_sampler_sample(s.sampler, c.ctx, idx);
+            return common_sampler_sample(s.sampler, u.ctx, idx);
         }, py::arg("context"), py::arg("idx") = -1, "Sample a token from the context's logits at idx.")
         .def("accept", [](SamplerState & s, llama_token token) {
-            std::shared_lock lock(s.model->mutex);
-            check_tokens(s.model->vocab(), &token, 1);
+            ModelReader r(*s.model);
+            check_tokens(r.vocab, &token, 1);
+            std::lock_guard lock(s.mutex);
             common_sampler_accept(s.sampler, token, true);
         }, py::arg("token"), "Record a generated token (penalties, grammar state).")
-        .def("reset", [](SamplerState & s) { common_sampler_reset(s.sampler); })
-        .def("__repr__", [](SamplerState & s) { return "<Sampler " + common_sampler_print(s.sampler) + ">"; });
+        .def("reset", [](SamplerState & s) {
+            ModelReader r(*s.model);
+            std::lock_guard lock(s.mutex);
+            common_sampler_reset(s.sampler);
+        })
+        .def("__repr__", [](SamplerState & s) {
+            std::string chain;
+            {
+                ModelReader r(*s.model);
+                std::lock_guard lock(s.mutex);
+                chain = common_sampler_print(s.sampler);
+            }
+            return "<Sampler " + chain + ">";
+        });
 }
 
 }  // namespace llama_serve

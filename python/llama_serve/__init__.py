@@ -33,14 +33,20 @@ _NATIVE = {
     "RpcWorker": "rpc",
     "Metrics": "metrics",
     "timings": "metrics",
+    "Chat": "chat",
+    "Memory": "chat",
 }
+_SUBMODULES = ("chat", "testmodels")
 _ERRORS = ("LlamaError", "ClosedError", "ContextOverflowError")
 
 if TYPE_CHECKING:
     from typing import Any
 
+    from . import chat as chat
+    from . import testmodels as testmodels
     from ._core import ClosedError, ContextOverflowError, LlamaError
     from .backends import backend_load_errors
+    from .chat import Chat, Memory
     from .embeddings import Embedder, detokenize, devices, embed, tokenize
     from .metrics import Metrics, timings
     from .model import Context, Model
@@ -54,18 +60,22 @@ def __getattr__(name: str) -> Any:
         return getattr(importlib.import_module(f".{_NATIVE[name]}", __name__), name)
     if name in _ERRORS:
         return getattr(importlib.import_module("._native", __name__).core, name)
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'llama_serve' has no attribute {name!r}")
 
 
 __all__ = [
     "GREEDY",
     "BinaryNotFoundError",
+    "Chat",
     "ClosedError",
     "Context",
     "ContextOverflowError",
     "Embedder",
     "Endpoint",
     "LlamaError",
+    "Memory",
     "Metrics",
     "Model",
     "RpcWorker",

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import re
 import subprocess
 import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -61,6 +63,43 @@ class _LogReader:
                     self.listening.set()
 
 
+class _Spawner:
+    """Starts every child from one thread that lives as long as the process.
+
+    Linux's parent-death signal fires when the *thread* that forked the child ends, not the process: a server
+    started from a worker thread, a ``ThreadPoolExecutor`` or ``asyncio.to_thread`` would be killed as soon as
+    that thread finished. Forking from one long-lived thread keeps the signal meaning "the process died".
+    """
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]]] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def run(self, job: Callable[[], Any]) -> Any:
+        """``job()`` on the spawning thread; its result or its exception here."""
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._serve, name="llama-serve-spawner", daemon=True)
+                self._thread.start()
+        if threading.current_thread() is self._thread:
+            return job()
+        future: Future[Any] = Future()
+        self._jobs.put((future, job))
+        return future.result()
+
+    def _serve(self) -> None:
+        while True:
+            future, job = self._jobs.get()
+            try:
+                future.set_result(job())
+            except BaseException as e:  # handed to the caller
+                future.set_exception(e)
+
+
+_spawner = _Spawner()
+
+
 def _end(proc: subprocess.Popen[str], grace: float) -> None:
     if proc.poll() is None:
         proc.terminate()
@@ -80,9 +119,11 @@ class ManagedProcess:
                  grace: float) -> None:
         self.args = args
         child_env = {**os.environ, **(env or {}), DIE_WITH_PARENT: str(os.getpid())}
+        command = self._command(args)
         # No shell anywhere: an argv list; our launcher execs the bundled binary.
-        self.proc = subprocess.Popen(self._command(args), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True, errors="replace", env=child_env)
+        self.proc: subprocess.Popen[str] = _spawner.run(lambda: subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            errors="replace", env=child_env))
         self._finalizer = weakref.finalize(self, _end, self.proc, grace)
         self._grace = grace
         self._log = _LogReader(self.proc, log_lines)

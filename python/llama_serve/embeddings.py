@@ -26,6 +26,16 @@ class Embedder:
                                n_threads=n_threads, embeddings=True, pooling=pooling, kv_unified=True)
         self._lock = threading.Lock()
 
+    def close(self) -> None:
+        """Free the model and its context; later calls raise ``ClosedError``."""
+        self.model.close()
+
+    def __enter__(self) -> Embedder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def __call__(self, texts: Sequence[str], *, normalize: bool = True,
                  truncate: bool = False) -> npt.NDArray[np.float32]:
         if isinstance(texts, str):

@@ -38,20 +38,26 @@ class Endpoint:
         self.api_key = api_key
         self.timeout = timeout
 
-    def _request(self, path: str, *, timeout: float | None = None) -> tuple[int, bytes]:
+    def _request(self, path: str, *, timeout: float | None = None, body: Any = None) -> tuple[int, bytes]:
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-        request = urllib.request.Request(self.base_url + path, headers=headers)
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        request = urllib.request.Request(self.base_url + path, data=data, headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=timeout or self.timeout) as resp:
                 return int(resp.status), resp.read()
         except urllib.error.HTTPError as e:
             return e.code, e.read()
 
-    def _json(self, path: str) -> Any:
-        status, body = self._request(path)
+    def _json(self, path: str, body: Any = None) -> Any:
+        """GET ``path`` (POST ``body`` as JSON when given); the decoded JSON answer, ServerError unless 200."""
+        status, answer = self._request(path, body=body)
         if status != 200:
-            raise ServerError(f"GET {path} -> HTTP {status}: {body[:500].decode(errors='replace')}")
-        return json.loads(body)
+            method = "GET" if body is None else "POST"
+            raise ServerError(f"{method} {path} -> HTTP {status}: {answer[:500].decode(errors='replace')}")
+        return json.loads(answer)
 
     def health(self) -> int:
         """HTTP status of /health: 200 ready, 503 loading."""
@@ -153,8 +159,10 @@ class ServerPool:
         self._model = model
         self._envs = list(envs) if envs is not None else [{} for _ in range(replicas)]
         self._kwargs = server_kwargs
-        self._lock = threading.Lock()
+        self._changed = threading.Condition()  # guards servers, _busy, _restarting; never held over a start
         self._busy = [0] * replicas
+        self._restarting: set[int] = set()
+        self.restarts = 0
         self.servers: list[Server] = []
         try:
             for i in range(replicas):
@@ -162,27 +170,50 @@ class ServerPool:
         except BaseException:
             self.close()
             raise
-        self.restarts = 0
 
     def _start(self, i: int) -> Server:
         return Server(self._model, env=self._envs[i], **self._kwargs)
 
+    def _restart(self, i: int) -> None:
+        """Replace dead replica ``i`` (claimed in ``_restarting``), without holding the pool's lock."""
+        dead = self.servers[i]
+        log.warning("replica %d (pid %d) died (exit %s); restarting", i, dead.pid, dead.proc.returncode)
+        server = self._start(i)
+        with self._changed:
+            self.servers[i] = server
+            self.restarts += 1
+
+    def _acquire(self) -> tuple[int, Server]:
+        """The least busy live replica, counted busy. A caller that finds replicas dead restarts them first
+        (other callers meanwhile get the live ones); with none live, wait for a restart."""
+        while True:
+            with self._changed:
+                dead = [i for i, s in enumerate(self.servers) if i not in self._restarting and not s.running]
+                self._restarting.update(dead)
+                if not dead:
+                    live = [i for i in range(len(self.servers)) if i not in self._restarting]
+                    if live:
+                        index = min(live, key=self._busy.__getitem__)
+                        self._busy[index] += 1
+                        return index, self.servers[index]
+                    self._changed.wait()
+                    continue
+            try:
+                for i in dead:
+                    self._restart(i)
+            finally:
+                with self._changed:
+                    self._restarting.difference_update(dead)
+                    self._changed.notify_all()
+
     @contextlib.contextmanager
     def session(self) -> Iterator[Endpoint]:
         """An endpoint on the least busy live replica, held for the ``with`` block."""
-        with self._lock:
-            for i, server in enumerate(self.servers):
-                if not server.running:
-                    log.warning("replica %d (pid %d) died (exit %s); restarting", i, server.pid, server.proc.returncode)
-                    self.servers[i] = self._start(i)
-                    self.restarts += 1
-            index = min(range(len(self.servers)), key=self._busy.__getitem__)
-            self._busy[index] += 1
-            server = self.servers[index]
+        index, server = self._acquire()
         try:
             yield server
         finally:
-            with self._lock:
+            with self._changed:
                 self._busy[index] -= 1
 
     def close(self) -> None:

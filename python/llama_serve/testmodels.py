@@ -1,7 +1,8 @@
 """Small GGUF models generated on the spot, for tests and the offline demo (no downloads).
 
-Needs the ``gguf`` and ``numpy`` packages (``pip install "llama-serve[test]"``) and an upstream
-vocabulary file (``ggml-vocab-*.gguf`` from llama.cpp's ``models/`` folder).
+Needs the ``gguf`` and ``numpy`` packages (``pip install "llama-serve[demo]"``) and an upstream
+vocabulary file (``ggml-vocab-*.gguf`` from llama.cpp's ``models/`` folder). The wheel ships one,
+``ggml-vocab-llama-spm.gguf`` (the default), so the default models and the demo need no source tree.
 
 - :func:`tiny_random` — llama architecture, seeded random weights, a real vocabulary and a chat template.
 - :func:`deterministic` — weights built so greedy decoding is known in advance: attention and MLP
@@ -65,6 +66,22 @@ def vocab_dir() -> Path:
     )
 
 
+def vocab_path(name: str) -> Path:
+    """The vocabulary file ``name``: from llama.cpp's ``models/`` folder (see :func:`vocab_dir`), else the one
+    shipped in the package."""
+    try:
+        path = vocab_dir() / name
+        if path.is_file():
+            return path
+    except FileNotFoundError:
+        pass
+    shipped = Path(__file__).resolve().parent / "vocab" / name
+    if shipped.is_file():
+        return shipped
+    raise FileNotFoundError(f"vocabulary {name} not found: the package ships only ggml-vocab-llama-spm.gguf; "
+                            "set LLAMA_CPP_SOURCE_DIR to a llama.cpp tree for the others")
+
+
 def tiny_random(vocab: str = "ggml-vocab-llama-spm.gguf", seed: int = 0) -> Path:
     """A 2-layer llama with seeded random weights and a real vocabulary."""
     return build(Recipe(kind="random", vocab=vocab, seed=seed))
@@ -97,14 +114,14 @@ def realistic(quant: str = "Q4_0") -> Path:
 
 def build(recipe: Recipe) -> Path:
     """Generate the model for ``recipe`` unless an identical one is cached; return its path."""
-    vocab_path = vocab_dir() / recipe.vocab
+    vocab = vocab_path(recipe.vocab)
     key = json.dumps({"v": GENERATOR_VERSION, **asdict(recipe)}, sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     out = cache_dir() / f"{recipe.kind}-{Path(recipe.vocab).stem}-{digest}.gguf"
     if not out.is_file():
         out.parent.mkdir(parents=True, exist_ok=True)
         partial = out.with_suffix(f".{os.getpid()}.partial")
-        _write(recipe, vocab_path, partial)
+        _write(recipe, vocab, partial)
         partial.replace(out)
     return out
 
