@@ -31,3 +31,8 @@ def test_concurrency_benchmark_smoke(tmp_path: Path) -> None:
 def test_primitives_benchmark_smoke(tmp_path: Path) -> None:
     out = run("benchmarks/bench_primitives.py", "--rounds", "1", "--out", str(tmp_path / "primitives.md"))
     assert "tokenize_calls" in out and "tokenize_batch" in out
+
+
+def test_chat_benchmark_smoke(tmp_path: Path) -> None:
+    out = run("benchmarks/bench_chat.py", "--smoke", "--out", str(tmp_path / "chat.md"))
+    assert "| 3 |" in out and "4 chats in parallel" in out and "overhead per one-token turn" in out

@@ -122,7 +122,8 @@ class Chat:
                  tools: Iterable[Callable[..., Any] | Tool] = (), max_rounds: int = 8, max_parallel_tools: int = 4,
                  tool_errors: Literal["return", "raise"] = "return", parallel_tool_calls: bool | None = None,
                  on_tool_call: Callable[[ToolCall], bool] | None = None,
-                 truncate: Literal["oldest"] | None = None, temperature: float | None = None,
+                 truncate: Literal["oldest"] | None = None, cache_prompt: bool = True,
+                 temperature: float | None = None,
                  top_p: float | None = None, top_k: int | None = None, min_p: float | None = None,
                  seed: int | None = None, max_tokens: int | None = None, stop: str | list[str] | None = None,
                  **server_options: Any) -> None:
@@ -156,6 +157,7 @@ class Chat:
         self.tool_errors = tool_errors
         self.on_tool_call = on_tool_call
         self.truncate = truncate
+        self.cache_prompt = cache_prompt
         self.sampling: Sampling = _sampling(temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p,
                                             seed=seed, max_tokens=max_tokens, stop=stop, **more_sampling)
         self._tools: dict[str, Tool] = {}
@@ -226,7 +228,7 @@ class Chat:
                      tools=self._tools.values(), max_rounds=self.max_rounds,
                      max_parallel_tools=self.max_parallel_tools, tool_errors=self.tool_errors,
                      parallel_tool_calls=self.parallel_tool_calls,
-                     on_tool_call=self.on_tool_call, truncate=self.truncate)
+                     on_tool_call=self.on_tool_call, truncate=self.truncate, cache_prompt=self.cache_prompt)
         other.sampling = Sampling(**self.sampling)
         other._turns = list(self._turns)
         return other
@@ -391,7 +393,7 @@ class Chat:
     def _request_body(self, settings: Sampling, tools: list[Tool], tool_choice: Any,
                       response_format: dict[str, Any] | None) -> dict[str, Any]:
         body: dict[str, Any] = {"model": self.model or "llama-serve", "messages": self.messages()}
-        extra: dict[str, Any] = {"cache_prompt": True}
+        extra: dict[str, Any] = {"cache_prompt": self.cache_prompt}
         for key, value in settings.items():
             (body if key in OPENAI_SAMPLING else extra)[key] = value
         if tools:
