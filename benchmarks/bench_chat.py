@@ -24,8 +24,8 @@ import llama_serve as ls
 from llama_serve import testmodels
 
 HERE = Path(__file__).resolve().parent
-WORDS = ("river stone cloud lamp garden window bridge winter copper violet signal harbor forest candle "
-         "mirror ladder thunder meadow lantern puzzle").split()
+WORDS = ["river", "stone", "cloud", "lamp", "garden", "window", "bridge", "winter", "copper", "violet", "signal",
+         "harbor", "forest", "candle", "mirror", "ladder", "thunder", "meadow", "lantern", "puzzle"]
 
 
 def user_text(rng: random.Random, n_words: int) -> str:
