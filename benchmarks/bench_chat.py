@@ -100,10 +100,11 @@ def main() -> int:
                 for c in chats]
 
     first_on, last_on, last_off = rows[0][1], rows[-1][1], rows[-1][2]
+    shape = "smoke" if args.smoke else "Llama-style, 8 layers of width 1024, F16, random weights"
     lines = [
         "# Multi-turn chat: time to first token with and without the prompt cache",
         "",
-        f"Model: {Path(model).name} ({'smoke' if args.smoke else 'Llama-style 8 layers × 1024, F16, random weights'}); "
+        f"Model: {Path(model).name} ({shape}); "
         f"{n_words} words (~{n_words * 4 // 3} tokens) per user turn, 16 tokens per reply; {rounds} alternating "
         f"rounds, medians. Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores.",
         "",

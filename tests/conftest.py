@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,6 +10,8 @@ from llama_serve import testmodels
 from serverproc import ServerProcess
 
 ROOT = Path(__file__).resolve().parent.parent
+# The installed package finds llama.cpp's vocabularies here (beyond the one it ships); child processes inherit it.
+os.environ.setdefault("LLAMA_CPP_SOURCE_DIR", str(ROOT / "vendor" / "llama.cpp"))
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,7 @@ import pytest
 
 import llama_serve as ls
 from serverproc import outlives_a_killed_parent
+from toolcases import template_server
 
 
 @pytest.fixture(scope="module")
@@ -234,3 +235,11 @@ def test_unknown_sampling_settings_are_refused(server: ls.Server) -> None:
     with pytest.raises(TypeError, match="unknown sampling"):
         chat.send("hi", temprature=0.5)  # type: ignore[call-arg]
     assert chat.turns == ()
+
+
+def test_a_template_without_a_system_role_gets_it_merged() -> None:
+    with template_server("gemma-2") as (srv, _):  # Gemma 2's template raises on a system message
+        chat = ls.Chat(server=srv, system_prompt="Be brief.", max_tokens=3)
+        assert isinstance(chat.send("hi"), str)
+        prompt = srv._json("/apply-template", {"messages": chat.messages()[:2]})["prompt"]
+        assert "<start_of_turn>user\nBe brief.\nhi" in prompt

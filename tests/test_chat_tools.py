@@ -13,7 +13,6 @@ import itertools
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, Literal
 
 import pydantic
@@ -21,20 +20,14 @@ import pytest
 from typing_extensions import TypedDict  # pydantic needs this one on Python < 3.12
 
 import llama_serve as ls
-from llama_serve import testmodels
 from llama_serve.chat import ToolCall
-
-TEMPLATES = Path(__file__).resolve().parent.parent / "vendor" / "llama.cpp" / "models" / "templates"
+from toolcases import template_server
 
 
 @pytest.fixture(scope="module")
 def qwen() -> Iterator[tuple[ls.Server, dict[str, float]]]:
-    model = testmodels.tiny_random(vocab="ggml-vocab-qwen2.gguf")
-    with ls.Model(model, vocab_only=True) as m:
-        stop_bias = {str(m.eos): 100.0}
-    with ls.Server(model, ctx_size=8192, parallel=1,
-                   extra_args=["--chat-template-file", str(TEMPLATES / "Qwen-Qwen2.5-7B-Instruct.jinja")]) as srv:
-        yield srv, stop_bias
+    with template_server("qwen-2.5", ctx_size=8192) as server:
+        yield server
 
 
 class Calls:

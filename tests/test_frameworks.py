@@ -20,10 +20,8 @@ import pytest
 
 import llama_serve as ls
 from llama_serve import testmodels
+from toolcases import FAMILIES, TIME, template_server
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "vendor" / "llama.cpp" / "models" / "templates"
-TIME = {"type": "object", "properties": {"zone": {"type": "string", "enum": ["UTC", "CET"]}}, "required": ["zone"],
-        "additionalProperties": False}
 WEATHER = {"type": "object", "properties": {"city": {"type": "string", "enum": ["Paris", "Oslo"]}},
            "required": ["city"], "additionalProperties": False}
 
@@ -55,12 +53,8 @@ def plain(deterministic_model: Path) -> Iterator[ls.Server]:
 
 @pytest.fixture(scope="module")
 def tools() -> Iterator[ls.Server]:
-    model = testmodels.tiny_random(vocab="ggml-vocab-qwen2.gguf")
-    with ls.Model(model, vocab_only=True) as m:
-        eos = m.eos
-    with ls.Server(model, ctx_size=8192, extra_args=[
-            "--chat-template-file", str(TEMPLATES / "Qwen-Qwen2.5-7B-Instruct.jinja"), "--logit-bias", f"{eos}+100",
-            "-n", "300"]) as srv:
+    eos = ls.Model(testmodels.tiny_random(vocab=FAMILIES["qwen-2.5"][1]), vocab_only=True).eos
+    with template_server("qwen-2.5", "--logit-bias", f"{eos}+100", "-n", "300", ctx_size=8192) as (srv, _):
         yield srv
 
 

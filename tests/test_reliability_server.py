@@ -131,6 +131,11 @@ def det(deterministic_model: Path) -> Iterator[ls.Server]:
 
 CHAT, COMPLETIONS = "/v1/chat/completions", "/v1/completions"
 HI = [{"role": "user", "content": "Hi"}]
+# A response-format grammar is fed the generation prompt token by token; with a SentencePiece vocabulary and a
+# template whose markers are text, its first token (" <", with the vocabulary's leading space) is skipped, so the
+# grammar fails on the next one whatever the schema. Upstream said only "std::exception"; patch 0006 names it.
+PREFILL = "does not accept the text the prompt already ends with"
+PREFILL_NOTE = "UPSTREAM: 400, but for the generation prompt's first token, not for the schema"
 TOOL = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
 # Upstream answers these 500 server_error (a JSON exception escapes the handler as a std::exception), and the
 # openai client retries every 5xx; our patch 0004 makes them 400 invalid_request_error.
@@ -218,10 +223,9 @@ CASES = [
     Case("json_schema-minimum-a-string", CHAT, body(messages=HI, max_tokens=2, response_format=schema_format(
         {"type": "integer", "minimum": "a"})), 400, "minimum must be a number"),
     Case("json_schema-bad-pattern", CHAT, body(messages=HI, max_tokens=2, response_format=schema_format(
-        {"type": "string", "pattern": "(("})), 400, "std::exception",
-         "UPSTREAM: 400 as due, but the message is only 'Failed to initialize samplers: std::exception'"),
+        {"type": "string", "pattern": "(("})), 400, PREFILL, PREFILL_NOTE),
     Case("json_schema-missing", CHAT, body(messages=HI, max_tokens=2, response_format={"type": "json_schema"}), 400,
-         "std::exception", "UPSTREAM: 400 as due, but the message is only 'std::exception'"),
+         PREFILL, PREFILL_NOTE),
     Case("grammar-invalid", COMPLETIONS, body(prompt="Hello", max_tokens=2, grammar="root ::= ((("), 400,
          "failed to parse grammar"),
     Case("tools-not-a-list", CHAT, body(messages=HI, max_tokens=2, tools="f"), 400,

@@ -33,8 +33,12 @@ def test_sdist_carries_the_tree_without_docs_or_models(sdist: Path) -> None:
     for needed in ["CMakeLists.txt", "ggml/src/ggml.c", "src/llama.cpp", "tools/server/server.cpp",
                    "tools/ui/package.json", "LICENSE", "convert_hf_to_gguf.py"]:
         assert f"{tree}/{needed}" in names, needed
+    shipped_vocab = f"{tree}/models/ggml-vocab-llama-spm.gguf"  # installed into the wheel (llama_serve/vocab)
+    assert shipped_vocab in names
     for left_out in ["docs/", "examples/", "models/", "media/"]:
-        assert not any(n.startswith(f"{tree}/{left_out}") for n in names), left_out
+        assert not any(n.startswith(f"{tree}/{left_out}") and n != shipped_vocab
+                       and n != f"{tree}/models" for n in names), left_out
+    assert f"{top}/LICENSE" in names and f"{top}/THIRD_PARTY_NOTICES.md" in names
     assert not any(n.startswith((f"{top}/build/", f"{top}/dist/", f"{top}/.venv")) for n in names)
     assert not any("node_modules" in n for n in names)
     if (ROOT / "vendor" / "llama.cpp" / "tools" / "ui" / "dist" / "index.html").is_file():

@@ -13,48 +13,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import jsonschema
 import pytest
 
 import llama_serve as ls
-from llama_serve import testmodels
+from toolcases import ASK, SCHEMAS, TOOLS, WEATHER, template_server
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "vendor" / "llama.cpp" / "models" / "templates"
-FAMILIES = {  # template family -> (upstream template file, vocabulary of that family)
-    "hermes-3": ("NousResearch-Hermes-3-Llama-3.1-8B-tool_use.jinja", "ggml-vocab-qwen2.gguf"),
-    "qwen-2.5": ("Qwen-Qwen2.5-7B-Instruct.jinja", "ggml-vocab-qwen2.gguf"),
-    "llama-3.1": ("meta-llama-Llama-3.1-8B-Instruct.jinja", "ggml-vocab-llama-bpe.gguf"),
-    "llama-3.2": ("meta-llama-Llama-3.2-3B-Instruct.jinja", "ggml-vocab-llama-bpe.gguf"),
-    "mistral-nemo": ("mistralai-Mistral-Nemo-Instruct-2407.jinja", "ggml-vocab-llama-bpe.gguf"),
-}
-WEATHER = {
-    "type": "object",
-    "properties": {"city": {"type": "string", "enum": ["Paris", "Tokyo", "Lima"]},
-                   "days": {"type": "integer", "minimum": 1, "maximum": 7}},
-    "required": ["city", "days"],
-    "additionalProperties": False,
-}
-TIME = {"type": "object", "properties": {"zone": {"type": "string", "enum": ["UTC", "CET"]}}, "required": ["zone"],
-        "additionalProperties": False}
-TOOLS: list[Any] = [
-    {"type": "function", "function": {"name": "get_weather", "description": "Forecast", "parameters": WEATHER}},
-    {"type": "function", "function": {"name": "get_time", "description": "Clock", "parameters": TIME}},
-]
-SCHEMAS = {"get_weather": WEATHER, "get_time": TIME}
-ASK = [{"role": "user", "content": "What will the weather be in Paris for the next 3 days?"}]
+NATIVE = ["hermes-3", "qwen-2.5", "llama-3.1", "llama-3.2", "mistral-nemo"]  # families with their own tool syntax
 
 
-@pytest.fixture(scope="module", params=list(FAMILIES))
-def family(request: pytest.FixtureRequest) -> Iterator[tuple[str, ls.Server, dict[str, int]]]:
-    template, vocab = FAMILIES[request.param]
-    model = testmodels.tiny_random(vocab=vocab)
-    with ls.Model(model, vocab_only=True) as m:
-        stop_bias = {str(m.eos): 100}
-    with ls.Server(model, ctx_size=4096, parallel=1,
-                   extra_args=["--jinja", "--chat-template-file", str(TEMPLATES / template)]) as srv:
+@pytest.fixture(scope="module", params=NATIVE)
+def family(request: pytest.FixtureRequest) -> Iterator[tuple[str, ls.Server, dict[str, float]]]:
+    with template_server(request.param, "--jinja") as (srv, stop_bias):
         yield request.param, srv, stop_bias
 
 
@@ -63,7 +34,7 @@ def check_call(name: str, arguments: str) -> None:
     jsonschema.validate(json.loads(arguments), SCHEMAS[name])
 
 
-def test_required_tool_choice_returns_a_valid_tool_call(family: tuple[str, ls.Server, dict[str, int]]) -> None:
+def test_required_tool_choice_returns_a_valid_tool_call(family: tuple[str, ls.Server, dict[str, float]]) -> None:
     _, srv, stop_bias = family
     reply = srv.openai(max_retries=0).chat.completions.create(
         model="m", messages=ASK, tools=TOOLS, tool_choice="required", parallel_tool_calls=False,
@@ -76,7 +47,7 @@ def test_required_tool_choice_returns_a_valid_tool_call(family: tuple[str, ls.Se
     check_call(calls[0].function.name, calls[0].function.arguments)
 
 
-def test_required_tool_choice_streams_a_valid_tool_call(family: tuple[str, ls.Server, dict[str, int]]) -> None:
+def test_required_tool_choice_streams_a_valid_tool_call(family: tuple[str, ls.Server, dict[str, float]]) -> None:
     _, srv, stop_bias = family
     stream = srv.openai(max_retries=0).chat.completions.create(
         model="m", messages=ASK, tools=TOOLS, tool_choice="required", parallel_tool_calls=False,
@@ -99,7 +70,7 @@ def test_required_tool_choice_streams_a_valid_tool_call(family: tuple[str, ls.Se
     check_call(calls[0]["name"], calls[0]["arguments"])
 
 
-def test_parallel_calls_are_each_valid(family: tuple[str, ls.Server, dict[str, int]]) -> None:
+def test_parallel_calls_are_each_valid(family: tuple[str, ls.Server, dict[str, float]]) -> None:
     _, srv, stop_bias = family
     reply = srv.openai(max_retries=0).chat.completions.create(
         model="m", messages=ASK, tools=TOOLS, tool_choice="required", parallel_tool_calls=True,
@@ -112,7 +83,7 @@ def test_parallel_calls_are_each_valid(family: tuple[str, ls.Server, dict[str, i
         check_call(call.function.name, call.function.arguments)
 
 
-def test_json_schema_response_format_is_always_valid_json(family: tuple[str, ls.Server, dict[str, int]]) -> None:
+def test_json_schema_response_format_is_always_valid_json(family: tuple[str, ls.Server, dict[str, float]]) -> None:
     _, srv, stop_bias = family
     client = srv.openai(max_retries=0)
     for seed in range(3):
@@ -123,7 +94,7 @@ def test_json_schema_response_format_is_always_valid_json(family: tuple[str, ls.
         jsonschema.validate(json.loads(reply.choices[0].message.content or ""), WEATHER)
 
 
-def test_a_bad_tool_definition_is_an_http_400(family: tuple[str, ls.Server, dict[str, int]]) -> None:
+def test_a_bad_tool_definition_is_an_http_400(family: tuple[str, ls.Server, dict[str, float]]) -> None:
     import openai
 
     _, srv, _ = family

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -20,32 +19,8 @@ import openai
 import pytest
 
 import llama_serve as ls
-from llama_serve import testmodels
+from toolcases import ASK, FAMILIES, SCHEMAS, TOOLS, template_server
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "vendor" / "llama.cpp" / "models" / "templates"
-FAMILIES = {  # template family -> (upstream template file, vocabulary)
-    "qwen-2.5": ("Qwen-Qwen2.5-7B-Instruct.jinja", "ggml-vocab-qwen2.gguf"),
-    "hermes-3": ("NousResearch-Hermes-3-Llama-3.1-8B-tool_use.jinja", "ggml-vocab-qwen2.gguf"),
-    "llama-3.1": ("meta-llama-Llama-3.1-8B-Instruct.jinja", "ggml-vocab-llama-bpe.gguf"),
-    "llama-3.2": ("meta-llama-Llama-3.2-3B-Instruct.jinja", "ggml-vocab-llama-bpe.gguf"),
-    "mistral-nemo": ("mistralai-Mistral-Nemo-Instruct-2407.jinja", "ggml-vocab-llama-bpe.gguf"),
-    "functionary-3.2": ("meetkai-functionary-medium-v3.2.jinja", "ggml-vocab-llama-bpe.gguf"),
-    "deepseek-r1-distill": ("deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja", "ggml-vocab-qwen2.gguf"),
-    "qwen-3": ("Qwen-Qwen3-0.6B.jinja", "ggml-vocab-qwen2.gguf"),
-    "gpt-oss": ("openai-gpt-oss-120b.jinja", "ggml-vocab-llama-bpe.gguf"),
-    "gemma-2": ("google-gemma-2-2b-it.jinja", "ggml-vocab-llama-spm.gguf"),
-    "phi-3.5": ("microsoft-Phi-3.5-mini-instruct.jinja", "ggml-vocab-phi-3.gguf"),
-}
-WEATHER = {
-    "type": "object",
-    "properties": {"city": {"type": "string", "enum": ["Paris", "Tokyo", "Lima"]},
-                   "days": {"type": "integer", "minimum": 1, "maximum": 7}},
-    "required": ["city", "days"],
-    "additionalProperties": False,
-}
-TIME = {"type": "object", "properties": {"zone": {"type": "string", "enum": ["UTC", "CET"]}}, "required": ["zone"],
-        "additionalProperties": False}
-SCHEMAS = {"get_weather": WEATHER, "get_time": TIME}
 # Templates whose reply opens with an unbounded reasoning block before any call: a random model reasons until
 # max_tokens. Left open: bounding it (a reasoning budget under a forced choice) did not take effect here.
 UNBOUNDED_REASONING = {"deepseek-r1-distill", "gpt-oss"}
@@ -55,19 +30,11 @@ def forced(name: str) -> None:
     if name in UNBOUNDED_REASONING:
         pytest.xfail("the template's reasoning block before a forced call is not bounded: a random model reasons "
                      "until max_tokens")
-TOOLS: list[Any] = [{"type": "function", "function": {"name": n, "description": n, "parameters": s}}
-                    for n, s in SCHEMAS.items()]
-ASK = [{"role": "user", "content": "What will the weather be in Paris for the next 3 days?"}]
 
 
 @pytest.fixture(scope="module", params=list(FAMILIES))
 def family(request: pytest.FixtureRequest) -> Iterator[tuple[str, ls.Server, dict[str, float]]]:
-    template, vocab = FAMILIES[request.param]
-    model = testmodels.tiny_random(vocab=vocab)
-    with ls.Model(model, vocab_only=True) as m:
-        stop_bias = {str(m.eos): 100.0}
-    with ls.Server(model, ctx_size=4096, parallel=1,
-                   extra_args=["--chat-template-file", str(TEMPLATES / template)]) as srv:
+    with template_server(request.param) as (srv, stop_bias):
         yield request.param, srv, stop_bias
 
 
@@ -157,7 +124,7 @@ def test_a_call_round_trips_into_the_next_request(family: tuple[str, ls.Server, 
 
 
 def test_prefill_with_a_forced_call_says_why(family: tuple[str, ls.Server, dict[str, float]]) -> None:
-    _, srv, bias = family
+    _, srv, _ = family
     with pytest.raises(openai.BadRequestError, match="cannot be combined with tool_choice"):
         srv.openai(max_retries=0).chat.completions.create(
             model="m", messages=[*ASK, {"role": "assistant", "content": "Let me"}], tools=TOOLS,  # type: ignore[list-item]

@@ -1,8 +1,9 @@
 """``Model`` and ``Context``: llama.cpp's primitives with Python lifetimes and errors.
 
-Thread safety: a ``Model`` may be shared by threads (tokenize, detokenize, new contexts). A ``Context``
-serves one call at a time (calls from several threads are serialised); give each thread its own
-context to decode in parallel. Every call that can take time releases the GIL.
+Thread safety: every method may be called from any thread, also while another thread closes the object (it
+works or raises ``ClosedError``); see ``csrc/core.hpp`` for the lock order. A ``Context`` serves one call at a
+time (calls from several threads are serialised); give each thread its own context to decode in parallel. Every
+call that can take time releases the GIL.
 """
 
 from __future__ import annotations

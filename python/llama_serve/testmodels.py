@@ -50,11 +50,10 @@ def cache_dir() -> Path:
 
 
 def vocab_dir() -> Path:
-    """llama.cpp's ``models/`` folder: $LLAMA_CPP_SOURCE_DIR, else the source checkout's vendor tree."""
+    """llama.cpp's ``models/`` folder: $LLAMA_CPP_SOURCE_DIR, else ``vendor/llama.cpp`` of a checkout of ours in
+    the current folder."""
     env = os.environ.get("LLAMA_CPP_SOURCE_DIR")
     candidates = [Path(env) / "models"] if env else []
-    here = Path(__file__).resolve()
-    candidates += [parent / "vendor" / "llama.cpp" / "models" for parent in here.parents]
     candidates.append(Path.cwd() / "vendor" / "llama.cpp" / "models")
     for folder in candidates:
         if (folder / "ggml-vocab-llama-spm.gguf").is_file():
