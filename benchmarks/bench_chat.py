@@ -76,7 +76,8 @@ def main() -> int:
         model, turns, rounds, n_words = testmodels.tiny_random(), 3, 1, 40
     else:
         model = testmodels.build(testmodels.Recipe(kind="random", vocab="ggml-vocab-llama-spm.gguf", n_embd=1024,
-                                                   n_layer=8, n_head=16, n_head_kv=4, n_ff=4096, seed=7, f16=True))
+                                                   n_layer=8, n_head=16, n_head_kv=4, n_ff=4096, n_ctx_train=65536,
+                                                   seed=7, f16=True))
         turns, rounds, n_words = args.turns, args.rounds, 150  # ~200 tokens a turn with this vocabulary
     threads = str(os.cpu_count() or 1)
     ctx = 4 * turns * (n_words * 2 + 64)

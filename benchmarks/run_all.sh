@@ -12,6 +12,7 @@ py="${PY:-.venv-test/bin/python}"
 [ -x .bench/lcp/bin/python ] || bash benchmarks/setup_peers.sh .bench/lcp
 PY="$py" bash benchmarks/run.sh
 "$py" benchmarks/bench_server.py
+"$py" benchmarks/bench_chat.py
 "$py" benchmarks/bench_concurrency.py --peer-python .bench/lcp/bin/python
 "$py" benchmarks/bench_concurrency.py --peer-python .bench/lcp/bin/python --quant Q8_0 \
     --out benchmarks/results/concurrency-q8_0.md

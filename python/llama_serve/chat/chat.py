@@ -398,7 +398,8 @@ class Chat:
             (body if key in OPENAI_SAMPLING else extra)[key] = value
         if tools:
             body["tools"] = [t.to_openai() for t in tools]
-            # Named choice: the one tool offered, required (our server has no named tool_choice yet).
+            # A named choice is sent as its one tool, required: it holds on any llama-server (patch 0006 added the
+            # named form to ours; others take it as "auto").
             body["tool_choice"] = "required" if isinstance(tool_choice, dict) else tool_choice
             if self.parallel_tool_calls is not None:
                 body["parallel_tool_calls"] = self.parallel_tool_calls
