@@ -12,6 +12,7 @@ import llama_serve as ls
 from llama_serve import testmodels
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "vendor" / "llama.cpp" / "models" / "templates"
+THINK_TOKENS = ("<think>", "</think>")  # single tokens in DeepSeek-R1's own vocabulary, text in the upstream files
 FAMILIES = {  # template family -> (upstream template file, vocabulary)
     "qwen-2.5": ("Qwen-Qwen2.5-7B-Instruct.jinja", "ggml-vocab-qwen2.gguf"),
     "hermes-3": ("NousResearch-Hermes-3-Llama-3.1-8B-tool_use.jinja", "ggml-vocab-qwen2.gguf"),
@@ -25,6 +26,7 @@ FAMILIES = {  # template family -> (upstream template file, vocabulary)
     "gemma-2": ("google-gemma-2-2b-it.jinja", "ggml-vocab-llama-spm.gguf"),
     "phi-3.5": ("microsoft-Phi-3.5-mini-instruct.jinja", "ggml-vocab-phi-3.gguf"),
 }
+EXTRA_TOKENS = {"deepseek-r1-distill": THINK_TOKENS}  # template markers the model needs as single tokens
 WEATHER = {
     "type": "object",
     "properties": {"city": {"type": "string", "enum": ["Paris", "Tokyo", "Lima"]},
@@ -48,7 +50,7 @@ def template_server(family: str, *extra_args: str,
     """A server on ``family``'s template, and the logit bias towards end-of-generation that the tests send: the
     grammar masks it until a call (or JSON answer) is complete, so a random model stops right after one."""
     template, vocab = FAMILIES[family]
-    model = testmodels.tiny_random(vocab=vocab)
+    model = testmodels.tiny_random(vocab=vocab, extra_tokens=EXTRA_TOKENS.get(family, ()))
     with ls.Model(model, vocab_only=True) as m:
         stop_bias = {str(m.eos): 100.0}
     options = {"ctx_size": 4096, "parallel": 1, **server_options}

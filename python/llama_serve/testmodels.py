@@ -4,7 +4,8 @@ Needs the ``gguf`` and ``numpy`` packages (``pip install "llama-serve[demo]"``) 
 vocabulary file (``ggml-vocab-*.gguf`` from llama.cpp's ``models/`` folder). The wheel ships one,
 ``ggml-vocab-llama-spm.gguf`` (the default), so the default models and the demo need no source tree.
 
-- :func:`tiny_random` — llama architecture, seeded random weights, a real vocabulary and a chat template.
+- :func:`tiny_random` — llama architecture, seeded random weights, a real vocabulary (optionally with extra
+  control tokens, e.g. ``<think>``) and a chat template.
 - :func:`deterministic` — weights built so greedy decoding is known in advance: attention and MLP
   outputs are zero, so the last hidden state is the current token's embedding, and ``output.weight``
   is ``token_embd`` with rows shifted by one, so the greedy next token of ``t`` is ``t + 1`` (mod vocab).
@@ -42,6 +43,9 @@ class Recipe:
     n_ctx_train: int = 4096
     seed: int = 0
     f16: bool = False  # store matrices as F16 (realistic sizes), else F32
+    # Tokens appended to the vocabulary as control tokens: markers a chat template needs as single tokens (a
+    # thinking model's <think>, gpt-oss's <|channel|>) that the upstream vocabulary file spells as text.
+    extra_tokens: tuple[str, ...] = ()
 
 
 def cache_dir() -> Path:
@@ -81,9 +85,9 @@ def vocab_path(name: str) -> Path:
                             "set LLAMA_CPP_SOURCE_DIR to a llama.cpp tree for the others")
 
 
-def tiny_random(vocab: str = "ggml-vocab-llama-spm.gguf", seed: int = 0) -> Path:
-    """A 2-layer llama with seeded random weights and a real vocabulary."""
-    return build(Recipe(kind="random", vocab=vocab, seed=seed))
+def tiny_random(vocab: str = "ggml-vocab-llama-spm.gguf", seed: int = 0, extra_tokens: tuple[str, ...] = ()) -> Path:
+    """A 2-layer llama with seeded random weights and a real vocabulary (plus ``extra_tokens``, see Recipe)."""
+    return build(Recipe(kind="random", vocab=vocab, seed=seed, extra_tokens=tuple(extra_tokens)))
 
 
 def deterministic(vocab: str = "ggml-vocab-llama-spm.gguf") -> Path:
@@ -114,7 +118,8 @@ def realistic(quant: str = "Q4_0") -> Path:
 def build(recipe: Recipe) -> Path:
     """Generate the model for ``recipe`` unless an identical one is cached; return its path."""
     vocab = vocab_path(recipe.vocab)
-    key = json.dumps({"v": GENERATOR_VERSION, **asdict(recipe)}, sort_keys=True)
+    fields = {k: v for k, v in asdict(recipe).items() if v != () or k != "extra_tokens"}  # keys of older recipes
+    key = json.dumps({"v": GENERATOR_VERSION, **fields}, sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     out = cache_dir() / f"{recipe.kind}-{Path(recipe.vocab).stem}-{digest}.gguf"
     if not out.is_file():
@@ -125,15 +130,21 @@ def build(recipe: Recipe) -> Path:
     return out
 
 
-def _copy_vocab(reader: Any, writer: Any) -> int:
-    """Copy every ``tokenizer.*`` field of an upstream vocab file; return the vocabulary size."""
+def _copy_vocab(reader: Any, writer: Any, extra_tokens: tuple[str, ...] = ()) -> int:
+    """Copy every ``tokenizer.*`` field of an upstream vocab file, with ``extra_tokens`` appended as control
+    tokens; return the vocabulary size."""
     import gguf
 
     n_vocab = 0
+    appended = {"tokenizer.ggml.tokens": list(extra_tokens),
+                "tokenizer.ggml.token_type": [int(gguf.TokenType.CONTROL)] * len(extra_tokens),
+                "tokenizer.ggml.scores": [0.0] * len(extra_tokens)}
     for name, field in reader.fields.items():
         if not name.startswith("tokenizer."):
             continue
         value = field.contents()
+        if extra_tokens and name in appended:
+            value = [*value, *appended[name]]
         if field.types[0] == gguf.GGUFValueType.ARRAY:
             writer.add_key_value(name, value, field.types[0], sub_type=field.types[-1])
             if name == "tokenizer.ggml.tokens":
@@ -151,7 +162,7 @@ def _write(recipe: Recipe, vocab_path: Path, out: Path) -> None:
 
     reader = gguf.GGUFReader(vocab_path)
     writer = gguf.GGUFWriter(out, "llama")
-    n_vocab = _copy_vocab(reader, writer)
+    n_vocab = _copy_vocab(reader, writer, recipe.extra_tokens)
     head_dim = recipe.n_embd // recipe.n_head
     writer.add_name(f"llama-serve {recipe.kind} test model")
     writer.add_context_length(recipe.n_ctx_train)
