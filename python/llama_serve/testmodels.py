@@ -136,9 +136,9 @@ def _copy_vocab(reader: Any, writer: Any, extra_tokens: tuple[str, ...] = ()) ->
     import gguf
 
     n_vocab = 0
-    appended = {"tokenizer.ggml.tokens": list(extra_tokens),
-                "tokenizer.ggml.token_type": [int(gguf.TokenType.CONTROL)] * len(extra_tokens),
-                "tokenizer.ggml.scores": [0.0] * len(extra_tokens)}
+    appended: dict[str, list[Any]] = {"tokenizer.ggml.tokens": list(extra_tokens),
+                                      "tokenizer.ggml.token_type": [int(gguf.TokenType.CONTROL)] * len(extra_tokens),
+                                      "tokenizer.ggml.scores": [0.0] * len(extra_tokens)}
     for name, field in reader.fields.items():
         if not name.startswith("tokenizer."):
             continue
