@@ -2,7 +2,7 @@
 does) vs the same conversation with the cache off, 4 chats in parallel on one ``parallel=4`` server, and
 ``Chat``'s overhead per turn vs the bare ``openai`` client — in one run, medians and ratios.
 
-    python benchmarks/bench_chat.py [--turns 20] [--rounds 3] [--smoke]
+    python benchmarks/bench_chat.py [--turns 20] [--rounds 3] [--quant Q4_0 | small] [--smoke]
 
 Writes ``benchmarks/results/chat.md``. ``--smoke`` (used by the tests): the tiny generated model, 3 turns.
 Each user turn is ~200 tokens of text; each reply is 16 generated tokens (a random-weight model: only the
@@ -69,16 +69,20 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--turns", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--quant", default="Q4_0", help='weights of the Llama-3.2-1B-shaped model, or "small"')
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "chat.md")
     args = parser.parse_args()
     if args.smoke:
         model, turns, rounds, n_words = testmodels.tiny_random(), 3, 1, 40
-    else:
+    elif args.quant == "small":  # 8 layers of width 1024, F16: attention over the history weighs more
         model = testmodels.build(testmodels.Recipe(kind="random", vocab="ggml-vocab-llama-spm.gguf", n_embd=1024,
                                                    n_layer=8, n_head=16, n_head_kv=4, n_ff=4096, n_ctx_train=65536,
                                                    seed=7, f16=True))
         turns, rounds, n_words = args.turns, args.rounds, 150  # ~200 tokens a turn with this vocabulary
+    else:  # Llama-3.2-1B shape, as the other benchmarks
+        model = testmodels.realistic(args.quant)
+        turns, rounds, n_words = args.turns, args.rounds, 160
     threads = str(os.cpu_count() or 1)
     ctx = 4 * turns * (n_words * 2 + 64)
     rows = []
@@ -101,7 +105,8 @@ def main() -> int:
                 for c in chats]
 
     first_on, last_on, last_off = rows[0][1], rows[-1][1], rows[-1][2]
-    shape = "smoke" if args.smoke else "Llama-style, 8 layers of width 1024, F16, random weights"
+    shape = ("smoke" if args.smoke else "8 layers of width 1024, F16" if args.quant == "small"
+             else f"Llama-3.2-1B shape, {args.quant}") + ", random weights"
     lines = [
         "# Multi-turn chat: time to first token with and without the prompt cache",
         "",
