@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 Role = Literal["user", "assistant", "tool"]
@@ -108,16 +108,8 @@ class Turn:
         )
 
 
-def user(text: str) -> Turn:
-    return Turn("user", text)
-
-
 def tool_turn(result: ToolResult) -> Turn:
     return Turn("tool", result.content, tool_result=result)
-
-
-def interrupted(turn: Turn) -> Turn:
-    return replace(turn, interrupted=True)
 
 
 def parse_arguments(raw: str) -> dict[str, Any] | None:
